@@ -522,13 +522,12 @@ class StreamDecoder:
                 section=self._section_name(),
             )
         pattern = bytes([QEMU_VM_SECTION_FOOTER]) + section_id.to_bytes(4, "big")
-        buf = self._buf
-        limit = len(buf)
+        limit = len(self._buf)
         if self._package_end is not None:
             limit = min(limit, self._package_end - self._base)
         i = start
         while True:
-            i = buf.find(pattern, i, limit)
+            i = self._find(pattern, i, limit)
             if i < 0:
                 scanned = limit - start
                 if scanned > MAX_DEVICE_BODY:
@@ -546,6 +545,22 @@ class StreamDecoder:
             if verdict:
                 return i
             i += 1
+
+    def _find(self, pattern: bytes, start: int, end: int) -> int:
+        """``find`` over the buffer in windows (memoryviews have no ``find``)."""
+        if not isinstance(self._buf, memoryview):
+            return self._buf.find(pattern, start, end)
+        window = 1 << 16
+        i = start
+        while i < end:
+            j = min(end, i + window)
+            k = bytes(self._mv[i:j]).find(pattern)
+            if k >= 0:
+                return i + k
+            if j == end:
+                break
+            i = j - (len(pattern) - 1)
+        return -1
 
     def _plausible_item(self, j: int, limit: int) -> bool:
         """Is there a valid item start at relative offset ``j``? Raises _NeedMore if unsure."""

@@ -1,0 +1,61 @@
+"""Where the bundled captures live, and how a capture folder maps to stream files.
+
+A capture folder (as written by ``ramlab capture`` and in ``data/``) holds ``stream.bin[.zst]``
+(precopy), or ``channel-0.bin[.zst]`` ... (multifd: main channel first), or ``fwd-0.bin[.zst]``
+with ``ret-0.bin[.zst]`` (postcopy forward stream and return path), plus ``meta.json``.
+
+    >>> from pathlib import Path
+    >>> data_dir().name
+    'data'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import RamlabError
+
+_REPO_DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def data_dir() -> Path:
+    """The bundled ``data/`` folder (``$RAMLAB_DATA`` overrides it)."""
+    env = os.environ.get("RAMLAB_DATA")
+    return Path(env) if env else _REPO_DATA
+
+
+def data_path(name: str) -> Path:
+    """Path of a bundled capture folder, e.g. ``data_path("plain")``."""
+    p = data_dir() / name
+    if not p.exists():
+        have = sorted(d.name for d in data_dir().iterdir() if d.is_dir()) if data_dir().exists() else []
+        raise RamlabError(f"no bundled capture {name!r} in {data_dir()}; available: {have}")
+    return p
+
+
+def _pick(folder: Path, stem: str) -> Path | None:
+    for suffix in (".bin", ".bin.zst"):
+        p = folder / (stem + suffix)
+        if p.exists():
+            return p
+    return None
+
+
+def capture_files(folder: str | os.PathLike[str]) -> tuple[list[Path], Path | None]:
+    """The stream files of a capture folder: ``(channels, return_path)``, main channel first."""
+    folder = Path(folder)
+    main = _pick(folder, "stream")
+    if main is not None:
+        return [main], None
+    fwd = _pick(folder, "fwd-0")
+    if fwd is not None:
+        return [fwd], _pick(folder, "ret-0")
+    chans = sorted(
+        (p for p in folder.iterdir() if re.fullmatch(r"channel-\d+\.bin(\.zst)?", p.name)),
+        key=lambda p: int(p.name.split("-")[1].split(".")[0]),
+    )
+    if chans:
+        return chans, None
+    raise RamlabError(f"{folder}: no stream.bin, fwd-0.bin or channel-N.bin (optionally .zst) found")

@@ -1,0 +1,445 @@
+"""One decoded migration: the front door object that :func:`ramlab.open` returns.
+
+It runs the sans-IO decoders over the main channel (plus multifd channels and the postcopy
+return path when given), applies every RAM record to a :class:`~ramlab.model.destination.Destination`,
+and keeps what views need: the events, the final RAM of each block, and a
+:class:`~ramlab.trace.Trace` of what happened pass by pass.
+
+    >>> import ramlab
+    >>> m = ramlab.open(ramlab.data_path("plain"))           # doctest: +SKIP
+    >>> m.records["page"], m.trace.n_passes                   # doctest: +SKIP
+    (..., ...)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .constants import (
+    MIG_CMD_POSTCOPY_LISTEN,
+    MIG_CMD_POSTCOPY_RAM_DISCARD,
+    MIG_CMD_POSTCOPY_RUN,
+    QEMU_VM_SECTION_END,
+    QEMU_VM_SECTION_START,
+    RAM_SAVE_FLAG_ZERO,
+)
+from .errors import RamlabError, StreamError
+from .io import read_stream
+from .model.destination import Destination
+from .model.passes import PassTracker
+from .trace import BlockInfo, PageClass
+from .wire import events as ev
+from .wire.decoder import StreamDecoder
+
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview
+
+XBZRLE_BEFORE_AFTER_LIMIT = 64 << 20  # bytes of page snapshots kept for delta views
+
+
+class Migration:
+    """A decoded migration stream (see :func:`ramlab.open`).
+
+    Attributes: ``events`` (main-channel events), ``error`` (the :class:`StreamError` that
+    stopped decoding, or ``None``), ``blocks`` (MEM_SIZE entries), ``destination`` (RAM
+    images and received bitmaps), ``trace``, ``records`` (counts of RAM page records by kind),
+    ``machine_type``, ``vmdesc`` (parsed JSON trailer or ``None``).
+    """
+
+    def __init__(
+        self,
+        stream: Source,
+        *channels: Source,
+        return_path: Source | None = None,
+        memmap_dir: str | os.PathLike[str] | None = None,
+        page_size: int | None = None,
+        name: str | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.name = name or (Path(stream).name if isinstance(stream, str | os.PathLike) else "stream")
+        self.data = read_stream(stream)
+        self.channel_data = [read_stream(c) for c in channels]
+        self.return_path_data = read_stream(return_path) if return_path is not None else None
+        self.memmap_dir = memmap_dir
+        self.error: RamlabError | None = None
+        self.events: list[ev.Event] = []
+        self.blocks: tuple[ev.RamBlockEntry, ...] = ()
+        self.destination: Destination | None = None
+        self.records: Counter[str] = Counter()
+        self.sections: Counter[str] = Counter()
+        self.commands: Counter[str] = Counter()
+        self.machine_type: str | None = None
+        self.vmdesc: dict | None = None
+        self.discards: list[tuple[str, int, int]] = []
+        self.requests: list[Any] = []
+        self.return_path_events: list[Any] = []
+        self.multifd_packets: list[list[Any]] = []
+        self._snapshots: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._snap_bytes = 0
+        self._trace_events: list[dict] = []
+        self._decode(page_size, progress)
+
+    # ------------------------------------------------------------------ decoding
+    def _decode(self, page_size: int | None, progress: bool) -> None:
+        dec = StreamDecoder(page_size=page_size)
+        self.decoder = dec
+        bar = _progress(len(self.data), progress, self.name)
+        chunk = 64 << 20
+        mv = memoryview(self.data) if not isinstance(self.data, memoryview) else self.data
+        try:
+            if len(mv) <= chunk or not progress:
+                dec.feed(mv)
+                dec.close()
+                self.events.extend(dec.events())
+            else:
+                for i in range(0, len(mv), chunk):
+                    dec.feed(mv[i : i + chunk])
+                    self.events.extend(dec.next_events())
+                    bar.update(min(chunk, len(mv) - i))
+                dec.close()
+                self.events.extend(dec.events())
+        except StreamError as err:
+            self.error = err
+            self.events.extend(dec.next_events() if dec._out else [])
+        finally:
+            bar.close()
+        self.page_size = dec.page_size
+        if self.return_path_data is not None:
+            self._decode_return_path()
+        self._apply()
+
+    def _decode_return_path(self) -> None:
+        from .wire.postcopy import ReturnPathDecoder
+
+        rp = ReturnPathDecoder()
+        try:
+            rp.feed(bytes(self.return_path_data))
+            self.return_path_events.extend(rp)
+            rp.close()
+        except StreamError as err:
+            if self.error is None:
+                self.error = err
+        self.requests = [e for e in self.return_path_events if type(e).__name__ == "ReqPages"]
+
+    def _apply(self) -> None:
+        tps = self.page_size
+        tracker: PassTracker | None = None
+        block_index: dict[str, int] = {}
+        requested: dict[str, np.ndarray] = {}
+        compress = any(isinstance(e, ev.RamCompressed) for e in self.events)
+        epoch = 0
+        in_postcopy = False
+        discard_pass = False
+        completing = False  # inside the RAM END section: the VM is stopped
+        new_pass_pending = False  # the first postcopy page starts a pass of its own
+        for e in self.events:
+            if isinstance(e, ev.Configuration):
+                self.machine_type = e.machine_type
+            elif isinstance(e, ev.SectionHeader):
+                self.sections[e.type_name] += 1
+                if e.idstr == "ram" and e.section_type == QEMU_VM_SECTION_END and not in_postcopy:
+                    completing = True
+            elif isinstance(e, ev.Command):
+                self.commands[e.name] += 1
+                if e.cmd == MIG_CMD_POSTCOPY_RAM_DISCARD and tracker is not None and self.destination:
+                    if not discard_pass:
+                        tracker.new_pass("postcopy")
+                        tracker.force_kind("postcopy")
+                        discard_pass = True
+                    self._apply_discard(e, tracker, block_index)
+                elif e.cmd in (MIG_CMD_POSTCOPY_LISTEN, MIG_CMD_POSTCOPY_RUN):
+                    in_postcopy = True
+                    new_pass_pending = True
+                    if tracker is not None:
+                        tracker.force_kind("postcopy")
+            elif isinstance(e, ev.VmDescription):
+                try:
+                    self.vmdesc = json.loads(e.json_bytes)
+                except ValueError as exc:
+                    self.error = self.error or StreamError(
+                        f"vmdesc is not valid JSON: {exc}", offset=e.offset
+                    )
+            elif isinstance(e, ev.RamMemSize):
+                self.blocks = e.blocks
+                self.destination = Destination(e.blocks, tps, self.memmap_dir)
+                infos, off = [], 0
+                for i, b in enumerate(e.blocks):
+                    infos.append(BlockInfo(b.name, b.used_length, b.page_size or tps, off))
+                    block_index[b.name] = i
+                    off += -(-b.used_length // tps)
+                tracker = PassTracker(tuple(infos), tps, reorder_window=4096 if compress else 0)
+                if self.requests:
+                    requested = self._requested_pages(block_index)
+            elif isinstance(e, ev.RamEos | ev.RamMultifdFlush):
+                epoch += 1
+            if isinstance(e, ev.RAM_PAGE_EVENTS):
+                if self.channel_data:
+                    continue  # multifd: applied epoch by epoch with the channels, below
+                if tracker is None or self.destination is None:
+                    self.error = self.error or StreamError(
+                        "RAM page record before the MEM_SIZE block list", offset=e.offset, section="ram"
+                    )
+                    break
+                if new_pass_pending:
+                    tracker.new_pass("postcopy")
+                    new_pass_pending = False
+                if completing and tracker.kinds and tracker.kinds[-1] != "complete":
+                    tracker.mark_kind("complete")
+                    tracker.force_kind("complete")
+                try:
+                    self._apply_page_event(e, tracker, block_index[e.block], in_postcopy, requested)
+                except StreamError as err:
+                    self.error = err
+                    break
+        if tracker is None:
+            infos = ()
+            tracker = PassTracker(infos, tps)
+        self.epochs = epoch
+        self._tracker = tracker
+        if self.channel_data and self.destination is not None:
+            self._apply_multifd(tracker, block_index)
+        meta = {
+            "name": self.name,
+            "machine_type": self.machine_type,
+            "target_page_size": tps,
+        }
+        self.trace = tracker.to_trace(
+            source="capture", meta=meta, events=self._trace_events,
+            error=str(self.error) if self.error else None,
+        )
+        if self._snapshots:
+            snaps = self._snapshots
+            self.trace.page_bytes = lambda p, g: snaps.get((p, g), (None, None))
+
+    def _requested_pages(self, block_index: dict[str, int]) -> dict[str, np.ndarray]:
+        out: dict[str, list[np.ndarray]] = {}
+        tps = self.page_size
+        for r in self.requests:
+            out.setdefault(r.block, []).append(np.arange(r.start // tps, (r.start + r.length) // tps))
+        return {k: np.unique(np.concatenate(v)) for k, v in out.items()}
+
+    def _apply_page_event(
+        self, e: ev.Event, tracker: PassTracker, bi: int, postcopy: bool, requested: dict[str, np.ndarray]
+    ) -> None:
+        dst = self.destination
+        assert dst is not None
+        tps = self.page_size
+        name_len = 1 + len(e.block) if e.named else 0  # type: ignore[union-attr]
+        if isinstance(e, ev.RamPages):
+            pages = e.page_offsets // tps
+            if e.kind == RAM_SAVE_FLAG_ZERO:
+                self.records["zero"] += len(e)
+                cls = PageClass.ZERO
+                size = 9
+            else:
+                self.records["page"] += len(e)
+                cls = PageClass.POSTCOPY if postcopy else PageClass.NORMAL
+                size = 8 + tps
+            nbytes = np.full(len(e), size, np.uint32)
+            nbytes[0] += name_len
+            cls_arr = np.full(len(e), cls, np.uint8)
+            if postcopy and e.block in requested:
+                hit = np.isin(pages, requested[e.block])
+                cls_arr[hit] = PageClass.REQUESTED
+            tracker.add(bi, pages, cls_arr, nbytes)
+            dst.apply_pages(e)
+        elif isinstance(e, ev.RamXbzrle):
+            self.records["xbzrle"] += 1
+            page = e.page_offset // tps
+            img = dst.blocks[e.block].pages[page]
+            before = img.copy() if self._snap_bytes < XBZRLE_BEFORE_AFTER_LIMIT else None
+            tracker.add(bi, np.array([page]), PageClass.XBZRLE, np.array([8 + name_len + 3 + len(e.data)]))
+            dst.apply_xbzrle(e)
+            if before is not None:
+                g = page + tracker.blocks[bi].offset
+                self._snapshots[(tracker.current, g)] = (before, img.copy())
+                self._snap_bytes += 2 * tps
+        elif isinstance(e, ev.RamCompressed):
+            self.records["compressed"] += 1
+            page = e.page_offset // tps
+            tracker.add(bi, np.array([page]), PageClass.COMPRESSED, np.array([8 + name_len + 4 + len(e.data)]))
+            dst.apply_compressed(e)
+
+    def _apply_discard(self, e: ev.Command, tracker: PassTracker, block_index: dict[str, int]) -> None:
+        from .wire.postcopy import decode_discard_payload
+
+        assert self.destination is not None
+        name, ranges = decode_discard_payload(e.payload, offset=e.offset + 5)
+        bi = block_index.get(name)
+        for start, length in ranges:
+            idx = self.destination.discard(name, start, length, offset=e.offset)
+            self.discards.append((name, start, length))
+            if bi is not None:
+                tracker.mark(bi, idx, PageClass.DISCARDED)
+                tracker.count("discarded", len(idx))
+        self._trace_events.append(
+            {"pass": tracker.current, "kind": "discard", "block": name,
+             "ranges": [[int(s), int(n)] for s, n in ranges]}
+        )
+
+    def _apply_multifd(self, tracker: PassTracker, block_index: dict[str, int]) -> None:
+        from .model.multifd import apply_channels
+
+        apply_channels(self, tracker, block_index)
+
+    # ------------------------------------------------------------------ results
+    def ram(self, block: str = "pc.ram") -> np.ndarray:
+        """Final content of a RAM block as a flat uint8 array."""
+        if self.destination is None:
+            raise RamlabError("no RAM block list was decoded")
+        if block not in self.destination.blocks:
+            raise RamlabError(f"no RAM block {block!r}; blocks: {list(self.destination.blocks)}")
+        return self.destination.ram(block)
+
+    def device_sections(self) -> list[ev.DeviceState]:
+        return [e for e in self.events if isinstance(e, ev.DeviceState)]
+
+    def device_state(self, vmdesc: dict | None = None) -> dict:
+        """Device state in the JSON shape of QEMU's ``analyze-migration.py -d state``."""
+        from .wire.vmstate import DeviceSection, device_state_json
+
+        desc = vmdesc or self.vmdesc
+        if desc is None:
+            raise RamlabError(
+                "this stream has no vmdesc trailer (postcopy streams have none): "
+                "pass the vmdesc JSON of a precopy capture of the same machine"
+            )
+        sections: list[Any] = []
+        ram_start = None
+        for i, e in enumerate(self.events):
+            if isinstance(e, ev.SectionHeader) and e.section_type == QEMU_VM_SECTION_START and e.idstr == "ram":
+                nxt = self.events[i + 1]
+                end = self.events[i + 2].offset if len(self.events) > i + 2 else len(self.data)
+                ram_start = DeviceSection(e.section_id, e.idstr, e.instance_id or 0, e.version_id or 0,
+                                          bytes(self.data[nxt.offset:end]), nxt.offset)
+                sections.append(ram_start)
+            elif isinstance(e, ev.DeviceState):
+                sections.append(e)
+        return device_state_json(sections, desc, ignore_shared="x-ignore-shared" in self.decoder.capabilities)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``ramlab inspect --json`` object."""
+        return {
+            "name": self.name,
+            "stream_bytes": len(self.data),
+            "machine_type": self.machine_type,
+            "target_page_size": self.page_size,
+            "blocks": [
+                {"name": b.name, "length": b.used_length, "page_size": b.page_size or self.page_size}
+                for b in self.blocks
+            ],
+            "records": {k: int(self.records.get(k, 0)) for k in ("zero", "page", "xbzrle", "compressed")},
+            "passes": int(self.trace.n_passes),
+            "pass_kinds": self.trace.pass_kinds,
+            "sections": dict(self.sections),
+            "commands": dict(self.commands),
+            "devices": len(self.device_sections()),
+            "epochs": self.epochs,
+            "channels": len(self.channel_data),
+            "discards": len(self.discards),
+            "discarded_pages": int(sum(n for _, _, n in self.discards) // self.page_size),
+            "page_requests": len(self.requests),
+            "capabilities": list(self.decoder.capabilities),
+            "complete": self.error is None,
+            "error": str(self.error) if self.error else None,
+        }
+
+    def extract(self, out_dir: str | os.PathLike[str]) -> list[Path]:
+        """Write each block's final content to ``out_dir/<name with / -> _>.bin``."""
+        if self.destination is None:
+            raise RamlabError("no RAM block list was decoded")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name in self.destination.blocks:
+            p = out / (name.replace("/", "_") + ".bin")
+            self.destination.ram(name).tofile(p)
+            paths.append(p)
+        return paths
+
+    # ------------------------------------------------------------------ views
+    def player(self, **kwargs: Any):  # type: ignore[no-untyped-def]
+        """The :class:`~ramlab.widgets.MigrationPlayer` on this migration's trace."""
+        from .widgets import MigrationPlayer
+
+        return MigrationPlayer(self.trace, **kwargs)
+
+    def bitmap(self, pass_index: int = 0, **kwargs: Any):  # type: ignore[no-untyped-def]
+        """The :class:`~ramlab.widgets.BitmapView` of one pass."""
+        from .widgets import BitmapView
+
+        return BitmapView(self.trace, pass_index=pass_index, **kwargs)
+
+    def _repr_html_(self) -> str:
+        s = self.summary()
+        rows = [
+            ("stream", f"{html.escape(str(s['name']))} ({s['stream_bytes']:,} bytes)"),
+            ("machine", html.escape(str(s["machine_type"]))),
+            ("blocks", ", ".join(f"{html.escape(b['name'])} ({b['length'] >> 10} KiB)" for b in s["blocks"])),
+            ("records", ", ".join(f"{k} {v:,}" for k, v in s["records"].items())),
+            ("passes", f"{s['passes']} ({', '.join(sorted(set(s['pass_kinds'])))})"),
+            ("sections", ", ".join(f"{k} {v}" for k, v in s["sections"].items())),
+            ("commands", ", ".join(f"{k} {v}" for k, v in s["commands"].items()) or "none"),
+            ("devices", str(s["devices"])),
+            ("status", "complete" if s["complete"] else f"<b>error</b>: {html.escape(str(s['error']))}"),
+        ]
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
+                       for k, v in rows)
+        return f"<table><caption>ramlab migration</caption>{body}</table>"
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (f"<Migration {s['name']!r}: {s['passes']} passes, records {s['records']}, "
+                f"{'complete' if s['complete'] else 'ERROR: ' + str(s['error'])}>")
+
+
+def open(  # noqa: A001 - the notebook front door is deliberately ramlab.open
+    stream: Source,
+    *channels: Source,
+    return_path: Source | None = None,
+    memmap_dir: str | os.PathLike[str] | None = None,
+    page_size: int | None = None,
+    progress: bool = False,
+) -> Migration:
+    """Decode a migration: the main stream, then multifd channel files, then the return path.
+
+    ``stream`` is a path (plain or ``.zst``) or bytes. Decoding errors do not raise: the
+    returned :class:`Migration` holds everything decoded before the damage and ``.error``.
+    """
+    if isinstance(stream, str | os.PathLike) and Path(stream).is_dir():
+        from .data import capture_files
+
+        files, ret = capture_files(stream)
+        name = Path(stream).name
+        return Migration(files[0], *files[1:], *channels, return_path=return_path or ret,
+                         memmap_dir=memmap_dir, page_size=page_size, progress=progress, name=name)
+    return Migration(stream, *channels, return_path=return_path, memmap_dir=memmap_dir,
+                     page_size=page_size, progress=progress)
+
+
+def _progress(total: int, enabled: bool, name: str):  # type: ignore[no-untyped-def]
+    if enabled:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="B", unit_scale=True, desc=f"decoding {name}")
+
+    class _Null:
+        def update(self, n: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    return _Null()
+
+
+def open_many(paths: Sequence[Source], **kwargs: Any) -> Migration:
+    """``open(paths[0], *paths[1:])``: the CLI's form (main channel first)."""
+    return open(paths[0], *paths[1:], **kwargs)

@@ -1,0 +1,147 @@
+"""Rebuilding RAM from a multifd migration: the main channel plus N channel files.
+
+Pages of one *epoch* (the stretch between two channel syncs) can be applied in any order,
+because the sender sends a page at most once between syncs; epochs are applied in order.
+The main channel's epochs are counted by RAM EOS records (QEMU 7.2: every section syncs)
+or, when the stream has them, by MULTIFD_FLUSH records (QEMU >= 8.1); a channel's by its
+SYNC packets (a SYNC packet's own pages belong to the epoch it closes).
+
+Passes: inside an epoch the order of pages across channels is unknown, so the pages of an
+epoch are taken in (block, offset) order. A pass boundary inside an epoch is seen only when
+a page repeats; the split of such an epoch between two passes is approximate.
+
+QEMU 7.2 sometimes sends the last page of a full packet again in a later packet of the same
+epoch (a sender race); QEMU counts it once, and so does ``records["page"]``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import StreamError
+from ..trace import PageClass
+from ..wire import events as ev
+
+if TYPE_CHECKING:
+    from ..migration import Migration
+    from .passes import PassTracker
+
+
+def split_main_by_epoch(events: list[ev.Event]) -> list[list[ev.Event]]:
+    """RAM page events of the main channel grouped by epoch."""
+    by_flush = any(isinstance(e, ev.RamMultifdFlush) for e in events)
+    sync_type = ev.RamMultifdFlush if by_flush else ev.RamEos
+    out: list[list[ev.Event]] = [[]]
+    for e in events:
+        if isinstance(e, sync_type):
+            out.append([])
+        elif isinstance(e, ev.RAM_PAGE_EVENTS):
+            out[-1].append(e)
+    return out
+
+
+def decode_channels(m: Migration) -> list[list[tuple[int, Any]]]:
+    """Decode every channel file; returns per channel the (epoch, packet) pairs."""
+    from ..wire.multifd import MultifdChannelDecoder, MultifdPacket
+
+    result = []
+    m.multifd_packets = []
+    for i, data in enumerate(m.channel_data):
+        dec = MultifdChannelDecoder(page_size=m.page_size)
+        events: list[Any] = []
+        try:
+            dec.feed(bytes(data))
+            events.extend(dec)
+            dec.close()
+        except StreamError as err:
+            if m.error is None:
+                m.error = StreamError(f"multifd channel {i + 1}: {err.message}", offset=err.offset,
+                                      section=f"multifd channel {i + 1}", expected=err.expected, found=err.found)
+        m.multifd_packets.append(events)
+        n = 0
+        pairs = []
+        for e in events:
+            if isinstance(e, MultifdPacket):
+                pairs.append((n, e))
+                n += e.sync
+        result.append(pairs)
+    return result
+
+
+def apply_channels(m: Migration, tracker: PassTracker, block_index: dict[str, int]) -> None:
+    """Apply main-channel records and channel packets epoch by epoch (see module docstring)."""
+    dst = m.destination
+    assert dst is not None
+    tps = m.page_size
+    main = split_main_by_epoch(m.events)
+    channels = decode_channels(m)
+    n_epochs = max([len(main)] + [p[-1][0] + 1 for p in channels if p])
+    m.multifd_page_total = 0
+    for k in range(n_epochs):
+        g_parts, c_parts, b_parts = [], [], []
+        for e in main[k] if k < len(main) else []:
+            bi = block_index[e.block]
+            if isinstance(e, ev.RamPages):
+                dst.apply_pages(e)
+                is_zero = e.fill is not None
+                m.records["zero" if is_zero else "page"] += len(e)
+                n = len(e)
+                g_parts.append(e.page_offsets // tps + tracker.blocks[bi].offset)
+                c_parts.append(np.full(n, PageClass.ZERO if is_zero else PageClass.NORMAL, np.uint8))
+                b_parts.append(np.full(n, 9 if is_zero else 8 + tps, np.uint32))
+            else:
+                m._apply_page_event(e, tracker, bi, False, {})
+        seen: set[tuple[str, int]] = set()
+        for pairs in channels:
+            for epoch, pkt in pairs:
+                if epoch != k:
+                    continue
+                if pkt.normal_pages + pkt.zero_pages == 0:
+                    continue
+                block = pkt.ramblock
+                if block not in dst.blocks:
+                    m.error = m.error or StreamError(
+                        "multifd packet for an unknown RAM block", offset=pkt.offset, found=repr(block))
+                    continue
+                used = dst.blocks[block].used_length
+                offs = np.concatenate([pkt.normal_offsets, pkt.zero_offsets])
+                if len(offs) and int(offs.max()) > used - tps:
+                    m.error = m.error or StreamError(
+                        "multifd page offset past the end of the block", offset=pkt.offset,
+                        expected=f"<= 0x{used - tps:x}", found=f"0x{int(offs.max()):x}")
+                    continue
+                m.multifd_page_total += pkt.normal_pages
+                if pkt.normal_pages:
+                    dst.apply_page_data(block, pkt.normal_offsets, pkt.pages)
+                    keys = [(block, int(o)) for o in pkt.normal_offsets]
+                    fresh = np.array([key not in seen for key in keys], dtype=bool)
+                    seen.update(keys)
+                    m.records["page"] += int(fresh.sum())
+                    per_page = pkt.payload_len // pkt.normal_pages
+                    g_parts.append(pkt.normal_offsets[fresh] // tps + tracker.blocks[block_index[block]].offset)
+                    c_parts.append(np.full(int(fresh.sum()), PageClass.NORMAL, np.uint8))
+                    b_parts.append(np.full(int(fresh.sum()), per_page, np.uint32))
+                if pkt.zero_pages:
+                    dst.apply_zero_offsets(block, pkt.zero_offsets)
+                    m.records["zero"] += pkt.zero_pages
+                    g_parts.append(pkt.zero_offsets // tps + tracker.blocks[block_index[block]].offset)
+                    c_parts.append(np.full(pkt.zero_pages, PageClass.ZERO, np.uint8))
+                    b_parts.append(np.full(pkt.zero_pages, 8, np.uint32))
+        if g_parts:
+            g = np.concatenate(g_parts)
+            order = np.argsort(g, kind="stable")
+            g, c, b = g[order], np.concatenate(c_parts)[order], np.concatenate(b_parts)[order]
+            _add_global(tracker, g, c, b)
+
+
+def _add_global(tracker: PassTracker, g: np.ndarray, c: np.ndarray, b: np.ndarray) -> None:
+    """Feed pages given on the global axis to the tracker, block by block in order."""
+    starts = np.array([blk.offset for blk in tracker.blocks])
+    bi = np.searchsorted(starts, g, side="right") - 1
+    cuts = np.flatnonzero(np.diff(bi)) + 1
+    for seg in np.split(np.arange(len(g)), cuts):
+        if len(seg):
+            i = int(bi[seg[0]])
+            tracker.add(i, g[seg] - starts[i], c[seg], b[seg])
