@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
+from _shared import SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,15 +37,6 @@ from ramlab.wire.multifd import (
     packet_header_size,
 )
 
-
-def _shared() -> Path:
-    for base in (Path(__file__).resolve().parents[1] / "shared", Path("/work/shared")):
-        if (base / "captures").is_dir():
-            return base
-    return Path("/work/shared")
-
-
-SHARED = _shared()
 Q72 = SHARED / "captures" / "multifd-zstd"
 Q10 = SHARED / "captures-qemu10" / "q10-multifd-zstd"
 HDR = packet_header_size(4096)

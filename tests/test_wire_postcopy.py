@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import struct
-from pathlib import Path
 
 import pytest
+from _shared import CAPTURES  # noqa: E402
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +33,6 @@ from ramlab.wire.postcopy import (
     encode_return_path,
 )
 
-CAPTURES = Path("/work/shared/captures")
 POSTCOPY = ["postcopy-faults", "postcopy-hugepages"]
 
 

@@ -129,11 +129,11 @@ def cmd_reencode(args: argparse.Namespace) -> int:
         for chunk in encode_events(m.events, page_size=m.page_size):
             fh.write(chunk)
     if len(m.channel_data):
-        from .wire.multifd import encode_channel
+        from .wire.multifd import MultifdChannelEncoder
 
         for i, packets in enumerate(m.multifd_packets):
-            p = out.with_name(f"{out.stem}.channel-{i + 1}{out.suffix}")
-            p.write_bytes(encode_channel(packets))
+            p = out.with_name(f"{out.name}.channel-{i + 1}")
+            p.write_bytes(MultifdChannelEncoder(page_size=m.page_size).encode_events(packets))
             print(p)
     print(out)
     return 0
