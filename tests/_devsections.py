@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
+from _shared import SHARED  # noqa: E402
 
 from ramlab.constants import (
     QEMU_VM_COMMAND,
@@ -27,7 +28,6 @@ from ramlab.constants import (
 from ramlab.errors import StreamError
 from ramlab.wire.vmstate import DeviceSection, parse_configuration, parse_vmstate, tool_for_vmdesc
 
-from _shared import SHARED  # noqa: E402
 CAPTURE_DIRS = sorted(
     [p for p in (SHARED / "captures").glob("*") if p.is_dir()]
     + [p for p in (SHARED / "captures-qemu10").glob("*") if p.is_dir()]

@@ -73,7 +73,8 @@ def ram_records(draw):
             out.append(ev.RamPages(0x02, block.name, named, np.array([off]), fill=fill,
                                    first_flags=0x02 if named else 0x22))
         elif kind == "page":
-            data = np.frombuffer(draw(st.binary(min_size=4096, max_size=4096)), np.uint8).reshape(1, 4096)
+            seed = draw(st.integers(0, 2**32 - 1))
+            data = np.random.default_rng(seed).integers(0, 256, (1, 4096), dtype=np.uint8)
             out.append(ev.RamPages(0x08, block.name, named, np.array([off]), data=data,
                                    first_flags=0x08 if named else 0x28))
         elif kind == "xbzrle":
