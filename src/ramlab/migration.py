@@ -324,6 +324,86 @@ class Migration:
                 sections.append(e)
         return device_state_json(sections, desc, ignore_shared="x-ignore-shared" in self.decoder.capabilities)
 
+    def records_table(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """One row per wire item (RAM runs expanded to one row per record), with byte offsets.
+
+        Rows: ``offset``, ``length``, ``kind``, ``section``, ``block``, ``page_offset``, ``detail``.
+        The last row is the error, if decoding stopped early. This is what the
+        :class:`~ramlab.widgets.StreamInspector` shows.
+        """
+        rows: list[dict[str, Any]] = []
+        section = None
+        ends = [e.offset for e in self.events[1:]] + [self.decoder.position]
+        tps = self.page_size
+        for e, end in zip(self.events, ends):
+            if isinstance(e, ev.SectionHeader):
+                section = f"{e.idstr} ({e.type_name} {e.section_id})"
+                rows.append(dict(offset=e.offset, length=end - e.offset, kind=f"SECTION_{e.type_name}",
+                                 section=section, block=None, page_offset=None,
+                                 detail=f"id {e.section_id} {e.idstr!r}"
+                                 + (f" instance {e.instance_id} version {e.version_id}" if e.named else "")))
+            elif isinstance(e, ev.RamPages):
+                size = 9 if e.kind == RAM_SAVE_FLAG_ZERO else 8 + tps
+                first = end - e.offset - size * (len(e) - 1)
+                kind = "ZERO" if e.kind == RAM_SAVE_FLAG_ZERO else "PAGE"
+                off = e.offset
+                for i in range(len(e)):
+                    n = first if i == 0 else size
+                    detail = ("named block" if e.named and i == 0 else "CONTINUE")
+                    if e.fill is not None:
+                        detail += f", fill 0x{int(e.fill[i]):02x}"
+                    rows.append(dict(offset=off, length=n, kind=kind, section=section, block=e.block,
+                                     page_offset=int(e.page_offsets[i]), detail=detail))
+                    off += n
+                    if limit is not None and len(rows) >= limit:
+                        return rows
+            else:
+                kind = type(e).__name__
+                detail = ""
+                block = getattr(e, "block", None)
+                page_offset = getattr(e, "page_offset", None)
+                if isinstance(e, ev.Command):
+                    kind = f"CMD_{e.name}"
+                    detail = f"payload {len(e.payload)} bytes" + (f", value {e.value}" if e.value is not None else "")
+                elif isinstance(e, ev.RamXbzrle):
+                    kind, detail = "XBZRLE", f"{len(e.data)} encoded bytes"
+                elif isinstance(e, ev.RamCompressed):
+                    kind, detail = "COMPRESS_PAGE", f"{len(e.data)} zlib bytes"
+                elif isinstance(e, ev.RamMemSize):
+                    kind, detail = "MEM_SIZE", ", ".join(b.name for b in e.blocks)
+                elif isinstance(e, ev.DeviceState):
+                    kind, detail = "DEVICE_STATE", f"{e.idstr} v{e.version_id}, {len(e.body)} bytes"
+                elif isinstance(e, ev.SectionFooter):
+                    kind, detail = "FOOTER", f"id {e.section_id}"
+                rows.append(dict(offset=e.offset, length=end - e.offset, kind=kind, section=section,
+                                 block=block, page_offset=page_offset, detail=detail))
+                if isinstance(e, ev.SectionFooter):
+                    section = None
+            if limit is not None and len(rows) >= limit:
+                return rows
+        if self.error is not None:
+            rows.append(dict(offset=self.error.offset if isinstance(self.error, StreamError) else None,
+                             length=0, kind="ERROR", section=getattr(self.error, "section", None), block=None,
+                             page_offset=None, detail=str(self.error)))
+        return rows
+
+    def bytes_at(self, offset: int, length: int) -> bytes:
+        """Raw stream bytes (for hex views)."""
+        return bytes(self.data[max(0, offset) : max(0, offset) + max(0, length)])
+
+    def inspector(self, **kwargs: Any):  # type: ignore[no-untyped-def]
+        """The :class:`~ramlab.widgets.StreamInspector` on this stream."""
+        from .widgets import StreamInspector
+
+        return StreamInspector(self.records_table(), self.bytes_at, error=str(self.error) if self.error else None,
+                               **kwargs)
+
+    def xbzrle_delta(self, pass_index: int, page: int, **kwargs: Any):  # type: ignore[no-untyped-def]
+        """The :class:`~ramlab.widgets.XbzrleDeltaView` of an XBZRLE page (global page index)."""
+        from .widgets import XbzrleDeltaView
+
+        return XbzrleDeltaView(self.trace, pass_index, page, **kwargs)
+
     def summary(self) -> dict[str, Any]:
         """The ``ramlab inspect --json`` object."""
         return {
