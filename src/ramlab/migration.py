@@ -84,6 +84,8 @@ class Migration:
         self._snapshots: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._snap_bytes = 0
         self._trace_events: list[dict] = []
+        self._xbzrle_pending: list[ev.RamXbzrle] = []
+        self._xbzrle_pages: set[int] = set()
         self._decode(page_size, progress)
 
     # ------------------------------------------------------------------ decoding
@@ -188,16 +190,31 @@ class Migration:
                     )
                     break
                 if new_pass_pending:
+                    self._flush_xbzrle(tracker, block_index)
                     tracker.new_pass("postcopy")
                     new_pass_pending = False
                 if completing and tracker.kinds and tracker.kinds[-1] != "complete":
+                    self._flush_xbzrle(tracker, block_index)
                     tracker.mark_kind("complete")
                     tracker.force_kind("complete")
                 try:
+                    if isinstance(e, ev.RamXbzrle):
+                        pend = self._xbzrle_pending
+                        if pend and (pend[0].block != e.block or e.page_offset in self._xbzrle_pages):
+                            self._flush_xbzrle(tracker, block_index)
+                        self._xbzrle_pending.append(e)
+                        self._xbzrle_pages.add(e.page_offset)
+                        continue
+                    self._flush_xbzrle(tracker, block_index)
                     self._apply_page_event(e, tracker, block_index[e.block], in_postcopy, requested)
                 except StreamError as err:
                     self.error = err
                     break
+        if tracker is not None and self.error is None:
+            try:
+                self._flush_xbzrle(tracker, block_index)
+            except StreamError as err:
+                self.error = err
         if tracker is None:
             infos = ()
             tracker = PassTracker(infos, tps)
@@ -217,6 +234,32 @@ class Migration:
         if self._snapshots:
             snaps = self._snapshots
             self.trace.page_bytes = lambda p, g: snaps.get((p, g), (None, None))
+
+    def _flush_xbzrle(self, tracker: PassTracker, block_index: dict[str, int]) -> None:
+        """Apply the queued XBZRLE records (same block, distinct pages) in one batch."""
+        pend = self._xbzrle_pending
+        if not pend:
+            return
+        self._xbzrle_pending = []
+        self._xbzrle_pages = set()
+        dst = self.destination
+        assert dst is not None
+        tps = self.page_size
+        block = pend[0].block
+        bi = block_index[block]
+        pages = np.fromiter((e.page_offset for e in pend), np.int64, len(pend)) // tps
+        nbytes = np.fromiter((8 + 3 + len(e.data) + (1 + len(e.block) if e.named else 0) for e in pend),
+                             np.uint32, len(pend))
+        self.records["xbzrle"] += len(pend)
+        # pages of a batch are distinct, but the tracker may still start a pass inside it (a wrap)
+        tracker.add(bi, pages, PageClass.XBZRLE, nbytes)
+        before, after = dst.apply_xbzrle_batch(block, pend)
+        if self._snap_bytes < XBZRLE_BEFORE_AFTER_LIMIT:
+            g = pages + tracker.blocks[bi].offset
+            passes = tracker.last_pass[g]
+            for i in range(len(pend)):
+                self._snapshots[(int(passes[i]), int(g[i]))] = (before[i], after[i])
+            self._snap_bytes += before.nbytes + after.nbytes
 
     def _requested_pages(self, block_index: dict[str, int]) -> dict[str, np.ndarray]:
         out: dict[str, list[np.ndarray]] = {}

@@ -145,6 +145,31 @@ class Destination:
         img.received[i] = True
         return covered
 
+    def apply_xbzrle_batch(self, block: str, events: list[ev.RamXbzrle]) -> tuple[np.ndarray, np.ndarray]:
+        """Decode many XBZRLE records of one block at once (pages must be distinct).
+
+        Returns ``(before, after)`` copies of the pages, ``[n, page_size]``, for delta views.
+        """
+        from ..errors import XbzrleError
+        from ..xbzrle import decode_batch
+
+        img = self.blocks[block]
+        idx = np.fromiter((e.page_offset for e in events), np.int64, len(events)) // self.target_page_size
+        before = img.pages[idx]
+        after = before.copy()
+        try:
+            decode_batch([e.data for e in events], after)
+        except XbzrleError as exc:
+            bad = events[getattr(exc, "page", None) or 0]
+            raise StreamError(
+                f"Failed to load XBZRLE page: {exc}", offset=bad.offset, section="ram",
+                found=f"page 0x{bad.page_offset:x} of {block!r}",
+            ) from exc
+        img.pages[idx] = after
+        img.written[idx] = True
+        img.received[idx] = True
+        return before, after
+
     def apply_compressed(self, event: ev.RamCompressed) -> None:
         """Inflate a COMPRESS_PAGE record into its page; the zlib stream must end cleanly."""
         img = self.blocks[event.block]
