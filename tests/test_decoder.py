@@ -278,3 +278,15 @@ def test_truncated_capture_keeps_ram_decoded_so_far():
     assert isinstance(m.error, TruncatedStream)
     assert m.records["page"] > 1000
     assert m.trace.error is not None
+
+
+def test_memmap_images_equal_in_memory_images(tmp_path, monkeypatch):
+    import ramlab.model.destination as destination
+
+    monkeypatch.setattr(destination, "MEMMAP_THRESHOLD", 1 << 20)
+    folder = CAPTURES / "precopy-plain"
+    a = ramlab.open(folder)
+    b = ramlab.open(folder, memmap_dir=tmp_path)
+    assert isinstance(b.destination.blocks["pc.ram"].pages, np.memmap)
+    assert (tmp_path / "pc.ram.ramlab-image").stat().st_size == 64 << 20
+    assert np.array_equal(a.ram("pc.ram"), b.ram("pc.ram"))

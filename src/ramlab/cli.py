@@ -45,6 +45,7 @@ def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     streams = args.streams or [_default_stream()]
     return open_migration(
         streams[0], *streams[1:], return_path=getattr(args, "return_path", None),
+        memmap_dir=getattr(args, "memmap_dir", None),
         progress=not getattr(args, "quiet", False) and sys.stderr.isatty(),
     )
 
@@ -163,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="migration stream(s): main channel first, then multifd channels")
         p.add_argument("--return-path", metavar="FILE", help="postcopy return path (destination -> source)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--memmap-dir", metavar="DIR",
+                       help="keep RAM blocks of 1 GiB or more in np.memmap files in DIR (guests larger than memory)")
 
     p = sub.add_parser("inspect", help="summarise a stream")
     streams(p, required=False)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import RAM_SAVE_FLAG_ZERO, TARGET_PAGE_SIZE
-from ..errors import StreamError
+from ..errors import RamlabError, StreamError
 from ..wire import events as ev
 
 MEMMAP_THRESHOLD = 1 << 30
@@ -65,8 +65,12 @@ class Destination:
         for entry in blocks:
             n = entry.used_length // target_page_size
             if memmap_dir is not None and entry.used_length >= MEMMAP_THRESHOLD:
-                path = Path(memmap_dir) / (entry.name.replace("/", "_") + ".bin")
-                pages = np.memmap(path, dtype=np.uint8, mode="w+", shape=(n, target_page_size))
+                path = Path(memmap_dir) / (entry.name.replace("/", "_") + ".ramlab-image")
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    pages = np.memmap(path, dtype=np.uint8, mode="w+", shape=(n, target_page_size))
+                except OSError as exc:
+                    raise RamlabError(f"cannot create the RAM image {path}: {exc}") from exc
             else:
                 pages = np.zeros((n, target_page_size), dtype=np.uint8)
             self.blocks[entry.name] = BlockImage(
