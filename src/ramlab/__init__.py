@@ -1,18 +1,23 @@
 """ramlab: see QEMU live migration.
 
 A byte-exact decoder, encoder and simulator of QEMU's RAM migration stream
-(``migration/ram.c``), with notebook widgets on top. The front doors:
+(``migration/ram.c``), with notebook widgets on top. The two front doors:
 
     >>> import ramlab
-    >>> m = ramlab.open(ramlab.data_path("plain"))      # doctest: +SKIP
-    >>> m.player()                                       # doctest: +SKIP
+    >>> m = ramlab.open(ramlab.data_path("plain"))       # a real capture      # doctest: +SKIP
+    >>> m.player()                                       # step through passes # doctest: +SKIP
+    >>> r = ramlab.simulate(ram="64M", workload="hotset", xbzrle=True)         # doctest: +SKIP
+    >>> r.trace.n_passes                                                       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from .data import data_path
 from .errors import RamlabError, StreamError
 from .migration import Migration, open
+from .simulate import simulate  # binds the function over the submodule attribute of the same name
 
 __version__ = "0.1.0"
 
-__all__ = ["open", "Migration", "RamlabError", "StreamError", "__version__"]
+__all__ = ["open", "simulate", "data_path", "Migration", "RamlabError", "StreamError", "__version__"]
+

@@ -13,6 +13,7 @@ and keeps what views need: the events, the final RAM of each block, and a
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
@@ -181,6 +182,9 @@ class Migration:
                     requested = self._requested_pages(block_index)
             elif isinstance(e, ev.RamEos | ev.RamMultifdFlush):
                 epoch += 1
+            elif isinstance(e, ev.MappedRamArea):
+                if not self._apply_mapped_ram(e, tracker, block_index):
+                    break
             if isinstance(e, ev.RAM_PAGE_EVENTS):
                 if self.channel_data:
                     continue  # multifd: applied epoch by epoch with the channels, below
@@ -260,6 +264,25 @@ class Migration:
             for i in range(len(pend)):
                 self._snapshots[(int(passes[i]), int(g[i]))] = (before[i], after[i])
             self._snap_bytes += before.nbytes + after.nbytes
+
+    def _apply_mapped_ram(self, e: ev.MappedRamArea, tracker: PassTracker | None,
+                          block_index: dict[str, int]) -> bool:
+        """mapped-ram: copy the pages present in the area's bitmap from the stream buffer."""
+        from .model.mapped_ram import apply_mapped_ram_area
+
+        try:
+            if tracker is None or self.destination is None:
+                raise StreamError("mapped-ram area before the MEM_SIZE block list", offset=e.offset, section="ram")
+            idx = apply_mapped_ram_area(self.destination, e, self.data)
+        except StreamError as err:
+            self.error = self.error or err
+            return False
+        if e.region is None:  # decoded in chunks: give the event a view of the stream for re-encoding
+            i = next(i for i, x in enumerate(self.events) if x is e)
+            self.events[i] = dataclasses.replace(e, region=memoryview(self.data)[e.offset : e.end])
+        self.records["mapped"] += len(idx)
+        tracker.add(block_index[e.block], idx, PageClass.NORMAL, np.full(len(idx), self.page_size, np.uint32))
+        return True
 
     def _requested_pages(self, block_index: dict[str, int]) -> dict[str, np.ndarray]:
         out: dict[str, list[np.ndarray]] = {}
@@ -458,7 +481,8 @@ class Migration:
                 {"name": b.name, "length": b.used_length, "page_size": b.page_size or self.page_size}
                 for b in self.blocks
             ],
-            "records": {k: int(self.records.get(k, 0)) for k in ("zero", "page", "xbzrle", "compressed")},
+            "records": {k: int(self.records.get(k, 0)) for k in ("zero", "page", "xbzrle", "compressed")}
+            | ({"mapped": int(self.records["mapped"])} if self.records.get("mapped") else {}),
             "passes": int(self.trace.n_passes),
             "pass_kinds": self.trace.pass_kinds,
             "sections": dict(self.sections),
@@ -470,9 +494,16 @@ class Migration:
             "discarded_pages": int(sum(n for _, _, n in self.discards) // self.page_size),
             "page_requests": len(self.requests),
             "capabilities": list(self.decoder.capabilities),
+            "provenance": self.provenance(),
             "complete": self.error is None,
             "error": str(self.error) if self.error else None,
         }
+
+    def provenance(self) -> dict[str, Any]:
+        """QEMU versions that could have written this stream (see :mod:`ramlab.provenance`)."""
+        from .provenance import provenance
+
+        return provenance(self)
 
     def extract(self, out_dir: str | os.PathLike[str]) -> list[Path]:
         """Write each block's final content to ``out_dir/<name with / -> _>.bin``."""

@@ -29,6 +29,8 @@ returns -1 iff ``L + 2 > dlen`` (page ends unchanged) or ``L > dlen`` (page ends
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -40,6 +42,7 @@ from ramlab.errors import XbzrleError
 __all__ = [
     "ULEB128_SMALL_MAX",
     "EncodedBatch",
+    "backend",
     "OverflowCheck",
     "Run",
     "Token",
@@ -50,6 +53,7 @@ __all__ = [
     "overflow_check",
     "parse_encoded",
     "runs",
+    "set_backend",
     "uleb128_decode_small",
     "uleb128_encode_small",
 ]
@@ -93,6 +97,62 @@ def _decode_error(code: int, offset: int, page: int | None = None) -> XbzrleErro
     err.offset = offset  # type: ignore[attr-defined]
     err.page = page  # type: ignore[attr-defined]
     return err
+
+
+# --- backend switch ------------------------------------------------------------------
+# encode_batch / decode_batch run either the numpy code below or the compiled kernels of
+# ramlab._xbzrle_numba (extra ``ramlab[fast]``); both give identical results.
+
+_BACKENDS = ("numpy", "numba", "auto")
+_numba_module = None  # the imported ramlab._xbzrle_numba, False if not importable
+
+
+def _numba_kernels():
+    global _numba_module
+    if _numba_module is None:
+        try:
+            from ramlab import _xbzrle_numba
+        except ImportError:
+            _numba_module = False
+        else:
+            _numba_module = _xbzrle_numba
+    return _numba_module or None
+
+
+def set_backend(name: Literal["numpy", "numba", "auto"]) -> str:
+    """Select the batch backend: ``"numpy"``, ``"numba"`` or ``"auto"`` (numba if importable).
+
+    Returns the active backend (see :func:`backend`). ``"numba"`` raises
+    :class:`~ramlab.errors.XbzrleError` when numba is not installed (``pip install 'ramlab[fast]'``).
+    The initial choice comes from the environment variable ``RAMLAB_XBZRLE_BACKEND``.
+    """
+    global _backend_choice
+    if name not in _BACKENDS:
+        raise XbzrleError(f"XBZRLE backend must be one of {_BACKENDS}, got {name!r}")
+    if name == "numba" and _numba_kernels() is None:  # keep the previous choice
+        raise XbzrleError("XBZRLE backend 'numba' needs numba: pip install 'ramlab[fast]'")
+    _backend_choice = name
+    return backend()
+
+
+def backend() -> str:
+    """The backend :func:`encode_batch` / :func:`decode_batch` use now: ``"numpy"`` or ``"numba"``.
+
+    numba is imported on the first call that needs it, not when this module is imported.
+    """
+    if _backend_choice == "numpy":
+        return "numpy"
+    if _numba_kernels() is None:
+        if _backend_choice == "numba":
+            raise XbzrleError("XBZRLE backend 'numba' needs numba: pip install 'ramlab[fast]'")
+        return "numpy"
+    return "numba"
+
+
+_backend_choice = os.environ.get("RAMLAB_XBZRLE_BACKEND", "auto").strip().lower() or "auto"
+if _backend_choice not in _BACKENDS:
+    warnings.warn(f"RAMLAB_XBZRLE_BACKEND={_backend_choice!r} ignored: not one of {_BACKENDS}", stacklevel=1)
+    _backend_choice = "auto"
 
 
 # --- ULEB128 (small) -----------------------------------------------------------------
@@ -240,6 +300,8 @@ def encode_batch(old2d: np.ndarray, new2d: np.ndarray, dlen: int | None = None) 
         raise XbzrleError(f"old2d and new2d differ in shape ({old2d.shape} != {new2d.shape})")
     n_pages, page_size = old2d.shape
     dlen = page_size if dlen is None else int(dlen)
+    if backend() == "numba":
+        return EncodedBatch(*_numba_kernels().encode_pages(old2d, new2d, dlen))
     chunk = max(1, _CHUNK_BYTES // max(page_size, 1))
     rets, bufs = [], []
     for s in range(0, n_pages, chunk):
@@ -275,7 +337,7 @@ def _chunk_runs(old: np.ndarray, new: np.ndarray, dlen: int):
     new_sel = nw[fw]
     changed = (ow[fw] ^ new_sel).view(np.uint8) != 0
     hopeless = np.zeros(c, bool)
-    if word == 8:
+    if word == 8 and page_size <= ULEB128_SMALL_MAX:  # larger pages: QEMU's uleb assert comes first
         hopeless = _hopeless_pages(fw, changed.view(np.uint64), page_size // word, c, dlen)
         if hopeless.any():
             keep = ~hopeless[fw // (page_size // word)]
@@ -555,6 +617,11 @@ def decode_batch(
     n_pages, page_size = pages2d.shape
     if offsets.size - 1 != n_pages:
         raise XbzrleError(f"{offsets.size - 1} encoded pages for {n_pages} pages")
+    if backend() == "numba":
+        counts, bad, rule, offset = _numba_kernels().decode_pages(buf, offsets, pages2d, errors == "report")
+        if bad >= 0:
+            raise _decode_error(rule, offset, page=bad)
+        return counts
     counts = np.zeros(n_pages, np.int64)
     plans = []
     s = 0

@@ -7,8 +7,9 @@ checks that the bokeh canvases' pixels change, that a box zoom re-renders from P
 that no error output appears.  Screenshots go to ``artifacts/screenshots/`` (git-ignored).
 See shared/recipes/jupyterlab-browser-check/README.md for the traps this avoids.
 
-The notebook's trace comes from ``TRACE_SOURCE`` (a synthetic trace for now); pass other
-code to :func:`make_player_notebook` to use a bundled real capture.
+The notebook decodes a bundled REAL capture (``data/xbzrle``, QEMU 7.2) with ``ramlab.open``
+and shows ``m.player()``; pass other code to :func:`make_player_notebook` to change it.
+``test_widgets_browser.py`` renders the other widgets with the same fixture.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 
-#: notebook code that defines ``trace`` (the lead swaps this for a bundled real capture)
+#: notebook code that defines ``m`` (a decoded migration) and ``trace``: a bundled REAL capture
 TRACE_SOURCE = """\
-from ramlab.trace import synthetic_trace
-trace = synthetic_trace(n_pages=1 << 18, n_passes=8, seed=0)   # SYNTHETIC data, 1 GiB guest
-trace
+import ramlab, ramlab.data
+m = ramlab.open(ramlab.data.data_path("xbzrle"))   # real QEMU 7.2 capture with XBZRLE
+trace = m.trace
+m
 """
 
 # Hash of every <canvas> reachable through (open) shadow roots: bokeh 3 draws inside shadow DOM.
@@ -105,7 +107,7 @@ def make_player_notebook(path: Path, trace_source: str = TRACE_SOURCE) -> Path:
         new_markdown_cell("# ramlab MigrationPlayer browser check"),
         new_code_cell("from ramlab.widgets import MigrationPlayer, setup\nsetup()"),
         new_code_cell(trace_source),
-        new_code_cell("player = MigrationPlayer(trace)\nplayer"),
+        new_code_cell("player = m.player() if 'm' in globals() else MigrationPlayer(trace)\nplayer"),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(path))

@@ -13,7 +13,18 @@ from __future__ import annotations
 
 from ramlab.widgets._common import CLASS_COLORS, PALETTE, setup
 from ramlab.widgets.bitmap import BitmapView
+from ramlab.widgets.inspector import StreamInspector
 from ramlab.widgets.player import MigrationPlayer
+from ramlab.widgets.postcopy_view import PostcopyDiscardView
 from ramlab.widgets.xbzrle_view import XbzrleDeltaView
 
-__all__ = ["setup", "BitmapView", "MigrationPlayer", "XbzrleDeltaView", "CLASS_COLORS", "PALETTE"]
+__all__ = [
+    "setup",
+    "BitmapView",
+    "MigrationPlayer",
+    "XbzrleDeltaView",
+    "PostcopyDiscardView",
+    "StreamInspector",
+    "CLASS_COLORS",
+    "PALETTE",
+]

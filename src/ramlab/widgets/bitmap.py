@@ -137,8 +137,8 @@ class BitmapView(W.VBox):
         fig.on_event(RangesUpdate, self._on_ranges)
         self.figure = fig
         self.legend = W.HTML()
+        self._render()  # before BokehModel copies the document: later patches need a live view
         self.plot = BokehModel(fig)
-        self._render()
         super().__init__([self.plot, self.legend])
 
     # ------------------------------------------------------------------ API

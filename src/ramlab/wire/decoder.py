@@ -13,6 +13,12 @@ event. A run ends at the first record of another kind (or after ``max_run`` reco
 events are the same however the bytes are chunked. When the whole stream is fed at once the
 page arrays are zero-copy views of it.
 
+With the mapped-ram capability (QEMU >= 9.0, ``file:`` migrations) each MEM_SIZE entry is
+followed by a header and the block's area (bitmap + pages at absolute offsets); the decoder
+skips the area as its bytes arrive, keeping only the bitmap, and emits one
+:class:`~ramlab.wire.events.MappedRamArea` per block after the :class:`RamMemSize` (with a
+zero-copy ``region`` view when the area was fed in one buffer).
+
 Device sections are delimited by their footer (``0x7e`` + section id followed by a valid
 next item), so streams without a vmdesc trailer (postcopy) decode too; parse their bodies
 with :mod:`ramlab.wire.vmstate`.
@@ -87,6 +93,36 @@ class _NeedMore(Exception):
 
 # decoder states
 _HEADER, _ITEMS, _RAM, _DEVICE, _OPAQUE, _FOOTER, _VMDESC, _DONE = range(8)
+_MEMSIZE, _MAPPED_SKIP = 8, 9  # inside a mapped-ram block list: next entry / skipping a block's area
+
+MAPPED_RAM_HDR_VERSION = 1
+MAPPED_RAM_HDR_LEN = 28  # be32 version, be64 page_size, be64 bitmap_offset, be64 pages_offset
+
+
+class _MemSizeList:
+    """A MEM_SIZE block list being decoded entry by entry (mapped-ram lists span skipped areas)."""
+
+    __slots__ = ("total", "remaining", "entries", "areas", "at")
+
+    def __init__(self, total: int, at: int) -> None:
+        self.total = total
+        self.remaining = total
+        self.entries: list[ev.RamBlockEntry] = []
+        self.areas: list[ev.MappedRamArea] = []
+        self.at = at  # absolute offset of the MEM_SIZE word
+
+
+class _AreaSkip:
+    """The mapped-ram area being skipped: where it ends and the bitmap bytes caught on the way."""
+
+    __slots__ = ("entry", "start", "end", "bitmap_at", "bitmap")
+
+    def __init__(self, entry: ev.RamBlockEntry, start: int, end: int, bitmap_at: int, nbytes: int) -> None:
+        self.entry = entry
+        self.start = start  # absolute offset of the first skipped byte
+        self.end = end  # absolute offset where the stream continues
+        self.bitmap_at = bitmap_at
+        self.bitmap = bytearray(nbytes)
 
 
 class StreamDecoder:
@@ -146,6 +182,8 @@ class StreamDecoder:
         self.ram_pagesize_summary = 0
         self.postcopy_listening = False
         self.saw_eof = False
+        self._ms: _MemSizeList | None = None  # MEM_SIZE list in progress (mapped-ram)
+        self._skip: _AreaSkip | None = None
 
     # ------------------------------------------------------------------ public API
     @property
@@ -305,6 +343,10 @@ class StreamDecoder:
             return self._step_footer()
         if self._state == _VMDESC:
             return self._step_vmdesc()
+        if self._state == _MEMSIZE:
+            return self._step_mem_size_entries()
+        if self._state == _MAPPED_SKIP:
+            return self._step_mapped_skip()
         return False
 
     # ------------------------------------------------------------------ header + items
@@ -679,22 +721,47 @@ class StreamDecoder:
         return name, True
 
     def _ram_mem_size(self, word: int, at: int) -> None:
+        """MEM_SIZE: start the block list; plain lists are decoded here in one step."""
+        self._ms = _MemSizeList(word & ~(self.page_size - 1), self._base + at)
+        self._state = _MEMSIZE
+        try:
+            self._step_mem_size_entries()
+        except BaseException:
+            self._state = _RAM  # the whole step (from the MEM_SIZE word) is retried
+            self._ms = None
+            raise
+
+    def _step_mem_size_entries(self) -> bool:
+        """Decode list entries until the list ends or a mapped-ram area must be skipped.
+
+        Without mapped-ram the whole list is one atomic step (as before). With mapped-ram the
+        step that reads an entry and its header ends by entering the skip state, so the list
+        never has to be buffered whole.
+        """
+        ms = self._ms
+        assert ms is not None
+        n_entries, remaining = len(ms.entries), ms.remaining
+        try:
+            return self._mem_size_entries(ms)
+        except BaseException:
+            del ms.entries[n_entries:]  # retried from the step's first entry
+            ms.remaining = remaining
+            raise
+
+    def _mem_size_entries(self, ms: _MemSizeList) -> bool:
         tps = self.page_size
-        total = word & ~(tps - 1)
-        remaining = total
-        entries: list[ev.RamBlockEntry] = []
         ignore_shared = "x-ignore-shared" in self.capabilities
         mapped_ram = "mapped-ram" in self.capabilities
         summary_big = self.ram_pagesize_summary & ~(tps | (tps - 1))
-        while remaining > 0:
-            if len(entries) >= MAX_MEM_SIZE_ENTRIES:
-                raise self._err("too many RAM blocks", at, f"at most {MAX_MEM_SIZE_ENTRIES}", "more")
+        while ms.remaining > 0:
+            if len(ms.entries) >= MAX_MEM_SIZE_ENTRIES:
+                raise self._err("too many RAM blocks", ms.at - self._base, f"at most {MAX_MEM_SIZE_ENTRIES}", "more")
             entry_at = self._pos
             name = self._cstr8()
             used = self._be(8)
-            if used > remaining or used % tps:
+            if used > ms.remaining or used % tps:
                 raise self._err(
-                    "bad block length in MEM_SIZE list", entry_at, f"a page-aligned length <= 0x{remaining:x}",
+                    "bad block length in MEM_SIZE list", entry_at, f"a page-aligned length <= 0x{ms.remaining:x}",
                     f"0x{used:x} for {name!r}",
                 )
             page_size = None
@@ -705,14 +772,121 @@ class StreamDecoder:
                     page_size = peek
                     self._pos += 8
             mr_addr = self._be(8) if ignore_shared else None
-            mapped = None
-            if mapped_ram:
-                mapped = (self._be(4), self._be(8), self._be(8), self._be(8))
-            remaining -= used
-            entries.append(ev.RamBlockEntry(name, used, page_size, mr_addr, mapped))
-        for e in entries:
+            if not mapped_ram:
+                ms.remaining -= used
+                ms.entries.append(ev.RamBlockEntry(name, used, page_size, mr_addr))
+                continue
+            hdr_at = self._pos
+            self._need(MAPPED_RAM_HDR_LEN)
+            header = (self._be(4), self._be(8), self._be(8), self._be(8))
+            entry = ev.RamBlockEntry(name, used, page_size, mr_addr, header)
+            self._check_mapped_header(entry, hdr_at)
+            ms.remaining -= used
+            ms.entries.append(entry)
+            if header[2] == 0 and header[3] == 0:
+                continue  # ignore-shared block without an area (QEMU >= 11)
+            self._start_skip(entry)
+            return True
+        self._finish_mem_size()
+        return True
+
+    def _check_mapped_header(self, entry: ev.RamBlockEntry, hdr_at: int) -> None:
+        """The checks of QEMU's ``parse_ramblock_mapped_ram`` (plus the ones a one-pass reader needs)."""
+        assert entry.mapped_ram is not None
+        version, psize, bitmap_off, pages_off = entry.mapped_ram
+        name = entry.name
+        if version > MAPPED_RAM_HDR_VERSION:
+            raise self._err(
+                "Migration mapped-ram capability version not supported", hdr_at,
+                f"<= {MAPPED_RAM_HDR_VERSION}", f"{version} for {name!r}",
+            )
+        if bitmap_off == 0 and pages_off == 0:
+            return
+        if psize != self.page_size:
+            raise self._err(
+                "mapped-ram page size differs from the target page size", hdr_at + 4, str(self.page_size),
+                f"{psize} for {name!r}",
+            )
+        if pages_off % self.page_size:
+            raise self._err(
+                f"Error reading ramblock {name} pages, region has bad alignment", hdr_at + 20,
+                f"a multiple of {self.page_size}", f"pages_offset 0x{pages_off:x}",
+            )
+        here = self.position
+        nbytes = -(-(entry.used_length // psize) // 8)
+        if pages_off < here:
+            raise self._err(
+                "mapped-ram page area starts before the end of its header", hdr_at + 20,
+                f"pages_offset >= {here}", f"0x{pages_off:x} for {name!r}",
+            )
+        if not here <= bitmap_off <= pages_off + entry.used_length - nbytes:
+            raise UnsupportedFeature(
+                "mapped-ram bitmap outside the block's skipped area (a one-pass reader cannot reach it)",
+                offset=self._base + hdr_at + 12, section=self._section_name(),
+                expected=f"bitmap_offset in [{here}, {pages_off + entry.used_length - nbytes}]",
+                found=f"0x{bitmap_off:x} for {name!r}",
+            )
+        if self._package_end is not None:
+            raise self._err("mapped-ram area inside a PACKAGED blob", hdr_at, "no mapped-ram in postcopy", name)
+
+    def _start_skip(self, entry: ev.RamBlockEntry) -> None:
+        """Enter the skip state for ``entry``'s area; take a zero-copy view if it is all here."""
+        assert entry.mapped_ram is not None
+        _, psize, bitmap_off, pages_off = entry.mapped_ram
+        start = self.position
+        end = pages_off + entry.used_length
+        nbytes = -(-(entry.used_length // psize) // 8)
+        skip = _AreaSkip(entry, start, end, bitmap_off, nbytes)
+        rel_end = end - self._base
+        if not self._owned and rel_end <= len(self._buf):
+            region = self._mv[self._pos : rel_end]
+            b0 = bitmap_off - start
+            skip.bitmap[:] = region[b0 : b0 + nbytes]
+            self._pos = rel_end
+            self._end_skip(skip, region)
+            return
+        self._skip = skip
+        self._state = _MAPPED_SKIP
+
+    def _step_mapped_skip(self) -> bool:
+        """Consume bytes of the area being skipped; only the bitmap bytes are kept."""
+        skip = self._skip
+        assert skip is not None
+        avail = len(self._buf) - self._pos
+        if avail <= 0:
+            raise _NeedMore(self.position + 1)
+        here = self.position
+        n = min(avail, skip.end - here)
+        lo = max(here, skip.bitmap_at)
+        hi = min(here + n, skip.bitmap_at + len(skip.bitmap))
+        if lo < hi:
+            skip.bitmap[lo - skip.bitmap_at : hi - skip.bitmap_at] = self._mv[lo - self._base : hi - self._base]
+        self._pos += n
+        if self.position == skip.end:
+            self._skip = None
+            self._end_skip(skip, None)
+        return True
+
+    def _end_skip(self, skip: _AreaSkip, region: memoryview | None) -> None:
+        ms = self._ms
+        assert ms is not None and skip.entry.mapped_ram is not None
+        _, psize, bitmap_off, pages_off = skip.entry.mapped_ram
+        ms.areas.append(ev.MappedRamArea(
+            block=skip.entry.name, page_size=psize, bitmap_offset=bitmap_off, pages_offset=pages_off,
+            bitmap=bytes(skip.bitmap), used_length=skip.entry.used_length, offset=skip.start, region=region,
+        ))
+        self._state = _MEMSIZE
+
+    def _finish_mem_size(self) -> None:
+        ms = self._ms
+        assert ms is not None
+        for e in ms.entries:
             self.blocks[e.name] = e
-        self._emit(ev.RamMemSize(total=total, blocks=tuple(entries), offset=self._base + at))
+        self._emit(ev.RamMemSize(total=ms.total, blocks=tuple(ms.entries), offset=ms.at))
+        for area in ms.areas:
+            self._emit(area)
+        self._ms = None
+        self._state = _RAM
 
     def _ram_run(self, kind: int, block: str, named: bool, addr: int, at: int, flags: int) -> None:
         """Decode a run of ZERO or PAGE records of one block starting with the record at ``at``.

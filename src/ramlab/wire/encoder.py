@@ -80,12 +80,39 @@ def compressed_record(block: str, page_offset: int, named: bool, zdata: bytes) -
     return _header(page_offset, RAM_SAVE_FLAG_COMPRESS_PAGE, block, named) + struct.pack(">I", len(zdata)) + zdata
 
 
-def mem_size_record(blocks: Iterable[ev.RamBlockEntry], total: int | None = None) -> bytes:
-    """The MEM_SIZE record: total, then per block name, used length and optional fields."""
+def mem_size_record(
+    blocks: Iterable[ev.RamBlockEntry],
+    total: int | None = None,
+    areas: Iterable[ev.MappedRamArea] | None = None,
+    source: bytes | memoryview | None = None,
+) -> bytes:
+    """The MEM_SIZE record: total, then per block name, used length and optional fields.
+
+    With mapped-ram, each entry's header is followed by its area (padding, bitmap, pages) up to
+    ``pages_offset + used_length``: pass the :class:`~ramlab.wire.events.MappedRamArea` events
+    that the decoder emitted after the list (their ``region``, or ``source`` = the original stream).
+    """
+    return b"".join(_mem_size_chunks(blocks, total, list(areas or ()), source))
+
+
+AREA_CHUNK = 16 << 20  # bytes of a mapped-ram area yielded at a time (bounded memory)
+
+
+def _has_area(b: ev.RamBlockEntry) -> bool:
+    return b.mapped_ram is not None and (b.mapped_ram[2], b.mapped_ram[3]) != (0, 0)
+
+
+def _mem_size_chunks(
+    blocks: Iterable[ev.RamBlockEntry],
+    total: int | None,
+    areas: list[ev.MappedRamArea],
+    source: bytes | memoryview | None,
+) -> Iterator[bytes]:
     blocks = list(blocks)
     if total is None:
         total = sum(b.used_length for b in blocks)
     out = [_BE64.pack(total | RAM_SAVE_FLAG_MEM_SIZE)]
+    pending = iter(areas)
     for b in blocks:
         out.append(cstr8(b.name) + _BE64.pack(b.used_length))
         if b.page_size is not None:
@@ -95,7 +122,33 @@ def mem_size_record(blocks: Iterable[ev.RamBlockEntry], total: int | None = None
         if b.mapped_ram is not None:
             version, psize, bitmap_off, pages_off = b.mapped_ram
             out.append(struct.pack(">IQQQ", version, psize, bitmap_off, pages_off))
-    return b"".join(out)
+        if _has_area(b):
+            area = next(pending, None)
+            if area is None or area.block != b.name:
+                raise RamlabError(f"mapped-ram block {b.name!r} needs its MappedRamArea event to be encoded")
+            yield b"".join(out)
+            out = []
+            yield from _area_chunks(area, source)
+    if out:
+        yield b"".join(out)
+
+
+def _area_chunks(area: ev.MappedRamArea, source: bytes | memoryview | None) -> Iterator[bytes]:
+    """The bytes of a mapped-ram area (padding, bitmap, pages) from its region view or the source."""
+    size = area.end - area.offset
+    if area.region is not None:
+        region = memoryview(area.region).cast("B") if not isinstance(area.region, memoryview) else area.region
+    elif source is not None:
+        region = memoryview(source)[area.offset : area.end]
+    else:
+        raise RamlabError(
+            f"mapped-ram area of {area.block!r} (bytes {area.offset}..{area.end}) was not kept by the decoder "
+            "(it was fed in chunks): pass the original stream as source="
+        )
+    if len(region) != size:
+        raise RamlabError(f"mapped-ram area of {area.block!r}: {len(region)} bytes, expected {size}")
+    for i in range(0, size, AREA_CHUNK):
+        yield bytes(region[i : i + AREA_CHUNK])
 
 
 def _pages_bytes(e: ev.RamPages, page_size: int) -> bytes:
@@ -134,7 +187,11 @@ def encode_event(e: ev.Event, page_size: int = TARGET_PAGE_SIZE, section_id: int
     if isinstance(e, ev.RamMultifdFlush):
         return _BE64.pack(RAM_SAVE_FLAG_MULTIFD_FLUSH)
     if isinstance(e, ev.RamMemSize):
+        if any(_has_area(b) for b in e.blocks):
+            raise RamlabError("a mapped-ram MEM_SIZE list is encoded with its MappedRamArea events: use encode_events")
         return mem_size_record(e.blocks, e.total)
+    if isinstance(e, ev.MappedRamArea):
+        raise RamlabError("MappedRamArea events are encoded inside their MEM_SIZE list: use encode_events")
     if isinstance(e, ev.SectionHeader):
         if e.section_type in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL):
             return (struct.pack(">BI", e.section_type, e.section_id) + cstr8(e.idstr)
@@ -159,14 +216,41 @@ def encode_event(e: ev.Event, page_size: int = TARGET_PAGE_SIZE, section_id: int
     raise RamlabError(f"cannot encode {type(e).__name__}")
 
 
-def encode_events(events: Iterable[ev.Event], page_size: int = TARGET_PAGE_SIZE) -> Iterator[bytes]:
+def encode_events(
+    events: Iterable[ev.Event],
+    page_size: int = TARGET_PAGE_SIZE,
+    source: bytes | memoryview | None = None,
+) -> Iterator[bytes]:
     """Encode a sequence of events, yielding the bytes chunk by chunk (streaming, bounded memory).
 
     A PACKAGED command's blob length is taken from the command as given: to build a package
-    use :func:`packaged` which computes it.
+    use :func:`packaged` which computes it. A mapped-ram MEM_SIZE list is written together with
+    the :class:`~ramlab.wire.events.MappedRamArea` events that follow it; ``source`` (the original
+    stream) supplies areas whose ``region`` the decoder did not keep.
     """
+    pending: ev.RamMemSize | None = None
+    want = 0
+    areas: list[ev.MappedRamArea] = []
     for e in events:
+        if pending is not None:
+            if not isinstance(e, ev.MappedRamArea):
+                raise RamlabError(
+                    f"mapped-ram MEM_SIZE list needs {want} MappedRamArea events, got {len(areas)} "
+                    f"before {type(e).__name__}"
+                )
+            areas.append(e)
+            if len(areas) == want:
+                yield from _mem_size_chunks(pending.blocks, pending.total, areas, source)
+                pending, areas = None, []
+            continue
+        if isinstance(e, ev.RamMemSize):
+            want = sum(1 for b in e.blocks if _has_area(b))
+            if want:
+                pending = e
+                continue
         yield encode_event(e, page_size)
+    if pending is not None:
+        raise RamlabError(f"mapped-ram MEM_SIZE list needs {want} MappedRamArea events, got {len(areas)}")
 
 
 def encode_stream(events: Iterable[ev.Event], page_size: int = TARGET_PAGE_SIZE) -> bytes:

@@ -249,8 +249,18 @@ class RamMultifdFlush:
 class MappedRamArea:
     """mapped-ram (QEMU >= 9.0): a block's bitmap and page area at fixed file offsets.
 
-    The decoder does not copy the area; ``bitmap`` is the little-endian bitmap of pages
-    present and ``pages_offset`` the absolute offset of page 0 of the block.
+    After each MEM_SIZE entry's mapped-ram header (``be32 version, be64 page_size, be64
+    bitmap_offset, be64 pages_offset``) the stream jumps to ``pages_offset + used_length``; the
+    bytes in between (``offset`` .. :attr:`end`) hold the bitmap at ``bitmap_offset`` and page *i*
+    of the block at ``pages_offset + i * page_size``. The decoder emits these events right after
+    the :class:`RamMemSize` of the list, one per block with an area, in list order.
+
+    ``bitmap`` is the little-endian bitmap of pages present (``ceil(n_pages / 8)`` bytes: QEMU
+    stores it rounded up to whole 64-bit words; the extra bytes stay in ``region``). ``offset`` is
+    the absolute offset of the first byte after the header. ``region`` is a zero-copy view of the
+    skipped bytes (``offset`` .. ``end``) when the decoder was fed them in one buffer, else
+    ``None`` (the decoder keeps only the bitmap: bounded memory); the encoder needs it, or the
+    original stream, to rebuild the bytes.
     """
 
     block: str
@@ -260,6 +270,24 @@ class MappedRamArea:
     bitmap: bytes
     used_length: int
     offset: int = 0
+    region: bytes | memoryview | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def end(self) -> int:
+        """Absolute offset where the stream continues (``pages_offset + used_length``)."""
+        return self.pages_offset + self.used_length
+
+    @property
+    def n_pages(self) -> int:
+        return self.used_length // self.page_size if self.page_size else 0
+
+    def present(self) -> np.ndarray:
+        """Bool array ``[n_pages]``: page *i* is stored in the area (its bit is set)."""
+        bits = np.unpackbits(np.frombuffer(self.bitmap, dtype=np.uint8), bitorder="little")
+        out = np.zeros(self.n_pages, dtype=bool)
+        k = min(len(bits), self.n_pages)
+        out[:k] = bits[:k].astype(bool)
+        return out
 
 
 Event = (

@@ -1,0 +1,274 @@
+"""Simulate a QEMU precopy migration: :func:`simulate` (notebooks) and ``ramlab simulate`` (CLI).
+
+A guest (:mod:`ramlab.model.guest`) runs a workload (:mod:`ramlab.model.workloads`) while the
+modelled sender (:mod:`ramlab.model.sender`) migrates it. The result has the same
+:class:`~ramlab.trace.Trace` as a decoded capture (plus the dirty bitmaps and XBZRLE
+unchanged/overflow classes), QEMU's counters per pass, and, with ``stream=True``, a complete
+savevm stream that a real QEMU 7.2 loads: header and configuration, the RAM START/PART.../END
+sections, then the template capture's device sections, EOF and vmdesc, spliced verbatim.
+
+Why a template: a destination QEMU only accepts a stream whose RAM block list (VGA RAM,
+ROMs, ACPI tables...) and device sections match its machine. The default template is the
+bundled capture ``data/plain`` (``pc`` machine, QEMU 7.2); the simulated ``pc.ram`` gets the
+requested size, every other block the template's size and final content.
+
+    >>> r = simulate(ram="4M", workload="counters", xbzrle=True, cache_size="1M",
+    ...              bandwidth="4M", template=False, seed=1)
+    >>> r.converged, r.trace.pass_kinds[0], r.trace.pass_kinds[-1]
+    (True, 'bulk', 'complete')
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SimulationError
+from .model.guest import MAIN_BLOCK, Guest, _as_migration
+from .model.sender import MigrationParams, RamSender
+from .model.workloads import make_workload
+from .trace import PageClass, Trace
+from .wire import events as ev
+
+__all__ = ["SimulationResult", "simulate", "simulate_cli", "parse_size", "default_template"]
+
+#: fallback template: the shared captures beside the repository ($RAMLAB_SHARED overrides)
+SHARED_TEMPLATE = (Path(os.environ.get("RAMLAB_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+                   / "captures" / "precopy-plain")
+
+#: columns of the per-pass table (trace counter names)
+TABLE_COLUMNS = ("duplicate", "normal", "xbzrle_pages", "xbzrle_unchanged", "xbzrle_overflow",
+                 "xbzrle_cache_miss", "compressed", "transferred", "dirty_sync_count", "remaining",
+                 "cpu_throttle_percentage", "time_ms")
+
+
+def parse_size(value: int | float | str) -> int:
+    """``"64M"`` -> 67108864 (binary suffixes K, M, G, T; plain numbers are bytes).
+
+    >>> parse_size("64M"), parse_size(4096), parse_size("1.5k")
+    (67108864, 4096, 1536)
+    """
+    if isinstance(value, int | float | np.integer):
+        return int(value)
+    t = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)):
+        if t.endswith(suffix):
+            t, mult = t[:-1], m
+            break
+    try:
+        return int(float(t) * mult)
+    except ValueError:
+        raise SimulationError(f"not a size: {value!r}") from None
+
+
+def default_template() -> Path | None:
+    """The bundled ``data/plain`` capture, else the shared ``precopy-plain``, else None."""
+    from .data import data_dir
+
+    for p in (data_dir() / "plain", SHARED_TEMPLATE):
+        if p.is_dir():
+            return p
+    return None
+
+
+@dataclass
+class SimulationResult:
+    """A simulated migration: ``trace``, ``stream`` (bytes or None), ``events`` (None unless a
+    stream was asked for), ``final_ram`` (``{block: flat uint8}`` at completion = what the
+    destination must hold), ``counters`` (final, QEMU names), ``converged`` (False when
+    ``max_passes`` forced the completion), ``params``, ``time_s`` (simulated seconds)."""
+
+    trace: Trace
+    stream: bytes | None
+    events: list[ev.Event] | None
+    final_ram: dict[str, np.ndarray]
+    counters: dict[str, float]
+    converged: bool
+    params: dict[str, Any]
+    time_s: float
+    log: list[dict] = field(default_factory=list)
+
+    def pass_table(self) -> list[dict[str, Any]]:
+        """One row per pass: kind and the per-pass counters of :data:`TABLE_COLUMNS`."""
+        rows = []
+        for i, kind in enumerate(self.trace.pass_kinds):
+            row: dict[str, Any] = {"pass": i, "kind": kind}
+            for k in TABLE_COLUMNS:
+                if k in self.trace.counters:
+                    row[k] = int(self.trace.counters[k][i])
+            rows.append(row)
+        return rows
+
+    def format_table(self) -> str:
+        """The per-pass table as fixed-width text (what ``ramlab simulate`` prints)."""
+        rows = self.pass_table()
+        if not rows:
+            return "(no passes)"
+        cols = list(rows[0])
+        short = {"xbzrle_pages": "xbzrle", "xbzrle_unchanged": "xb_same", "xbzrle_overflow": "xb_ovfl",
+                 "xbzrle_cache_miss": "xb_miss", "dirty_sync_count": "syncs", "cpu_throttle_percentage": "thr%",
+                 "transferred": "bytes"}
+        heads = [short.get(c, c) for c in cols]
+        cells = [[str(r[c]) for c in cols] for r in rows]
+        widths = [max(len(h), *(len(x[j]) for x in cells)) for j, h in enumerate(heads)]
+        lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
+        lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = self.pass_table()
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in (rows[0] if rows else {}))
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows
+        )
+        p = self.params
+        status = "converged" if self.converged else f"did not converge in {p.get('max_passes')} passes"
+        size = f", stream {len(self.stream):,} bytes" if self.stream is not None else ""
+        return (
+            f"<div><b>ramlab simulation</b>: {html.escape(str(p.get('workload')))} on "
+            f"{p.get('ram', 0) >> 20} MiB, {p.get('bandwidth', 0) >> 20} MiB/s, {status}, "
+            f"{self.time_s:.2f} s simulated{size}"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the stream (needs ``stream=True``) to ``path``."""
+        if self.stream is None:
+            raise SimulationError("no stream: run simulate(..., stream=True)")
+        p = Path(path)
+        p.write_bytes(self.stream)
+        return p
+
+
+def _split_template(events: list[ev.Event]) -> tuple[list[ev.Event], list[ev.Event], int]:
+    """(events before the RAM START section, events after the RAM END section, RAM section id)."""
+    start = end = None
+    sid = 2
+    for i, e in enumerate(events):
+        if isinstance(e, ev.SectionHeader) and e.idstr == "ram":
+            if e.section_type == 1 and start is None:
+                start, sid = i, e.section_id
+            elif e.section_type == 3:
+                end = i
+    if start is None or end is None:
+        raise SimulationError("the template has no RAM START/END sections (is it a precopy capture?)")
+    j = end + 1
+    while j < len(events) and not (isinstance(events[j], ev.SectionFooter) and events[j].section_id == sid):
+        j += 1
+    return list(events[:start]), list(events[j + 1 :]), sid
+
+
+def _bare_prologue() -> list[ev.Event]:
+    name = b"pc-i440fx-7.2"
+    body = len(name).to_bytes(4, "big") + name
+    return [ev.FileHeader(3), ev.Configuration("pc-i440fx-7.2", body)]
+
+
+def simulate(
+    ram: int | str = "64M",
+    workload: str = "hotset",
+    xbzrle: bool = False,
+    cache_size: int | str = "64M",
+    compress: bool = False,
+    compress_level: int = 1,
+    bandwidth: int | str = "32M",
+    downtime_ms: float = 300,
+    auto_converge: bool = False,
+    max_passes: int = 30,
+    seed: int = 0,
+    template: Any = None,
+    stream: bool = False,
+    dirty_rate: int | str | None = None,
+    record_dirty: bool = True,
+    **workload_params: Any,
+) -> SimulationResult:
+    """Simulate migrating a guest of ``ram`` bytes running ``workload``.
+
+    ``bandwidth`` is ``max-bandwidth`` (bytes/s), ``downtime_ms`` ``downtime-limit``;
+    ``xbzrle``/``cache_size``, ``compress``/``compress_level`` and ``auto_converge`` are the
+    capabilities and their parameters. ``dirty_rate`` (bytes/s) and ``workload_params`` go to
+    the workload (:func:`ramlab.model.workloads.make_workload`). ``template``: capture folder,
+    stream path, bytes or :class:`~ramlab.Migration` giving the block list and device
+    sections (``None``: :func:`default_template`; ``False``: a bare guest with only
+    ``pc.ram`` and no device sections, which QEMU cannot load). ``stream=True`` also builds
+    the savevm stream. Deterministic for a given ``seed``.
+    """
+    ram_b = parse_size(ram)
+    rate = parse_size(dirty_rate) if dirty_rate is not None else None
+    params = MigrationParams(
+        bandwidth=parse_size(bandwidth), downtime_limit_ms=float(downtime_ms), xbzrle=bool(xbzrle),
+        xbzrle_cache_size=parse_size(cache_size), compress=bool(compress), compress_level=int(compress_level),
+        auto_converge=bool(auto_converge), max_passes=int(max_passes),
+    ).validate()
+    if template is None:
+        template = default_template()
+    prologue: list[ev.Event]
+    epilogue: list[ev.Event]
+    sid = 2
+    tname = None
+    if template is None or template is False:
+        guest = Guest.from_sizes([(MAIN_BLOCK, ram_b)])
+        prologue, epilogue = _bare_prologue(), [ev.EndOfFile()]
+    else:
+        mig = _as_migration(template)
+        tname = getattr(mig, "name", None)
+        guest = Guest.from_template(mig, ram_b)
+        prologue, epilogue, sid = _split_template(mig.events)
+    if workload == "replay" and "capture" not in workload_params:
+        if template is None or template is False:
+            raise SimulationError("the replay workload needs capture=... (or a template capture to replay)")
+        workload_params["capture"] = mig  # replay the template's own passes
+    rng = np.random.default_rng(seed)
+    wl = make_workload(workload, rate, seed=rng, **workload_params)
+    wl.attach(guest)
+    meta = {"name": f"simulate {getattr(wl, 'name', workload)}", "template": tname, "seed": seed}
+    sender = RamSender(guest, wl, params, prologue=prologue, epilogue=epilogue, emit=stream,
+                       record_dirty=record_dirty, ram_section_id=sid, meta=meta)
+    res = sender.run()
+    data = None
+    if stream:
+        from .wire.encoder import encode_events
+
+        data = b"".join(encode_events(res.events))
+    info = {"ram": ram_b, "workload": getattr(wl, "name", workload), "xbzrle": params.xbzrle,
+            "cache_size": params.xbzrle_cache_size, "compress": params.compress,
+            "compress_level": params.compress_level, "bandwidth": params.bandwidth,
+            "downtime_ms": params.downtime_limit_ms, "auto_converge": params.auto_converge,
+            "max_passes": params.max_passes, "seed": seed, "dirty_rate": wl.dirty_rate, "template": tname,
+            **workload_params}
+    res.trace.meta.update({k: v for k, v in info.items() if isinstance(v, int | float | str | bool | None)})
+    return SimulationResult(res.trace, data, res.events if stream else None, res.final_ram, res.counters,
+                            res.converged, info, res.time_s, res.log)
+
+
+def simulate_cli(args: argparse.Namespace) -> int:
+    """``ramlab simulate``: run :func:`simulate`, write ``--output`` (the stream), print the table."""
+    out = getattr(args, "output", None)
+    r = simulate(
+        ram=args.ram, workload=args.workload, xbzrle=args.xbzrle, cache_size=args.cache_size,
+        compress=args.compress, compress_level=args.compress_level, bandwidth=args.bandwidth,
+        downtime_ms=args.downtime_ms, auto_converge=args.auto_converge, max_passes=args.max_passes,
+        seed=args.seed, template=args.template, stream=bool(out), dirty_rate=args.dirty_rate,
+    )
+    print(r.format_table())
+    c = r.counters
+    verdict = "converged" if r.converged else f"forced to complete after {r.params['max_passes']} passes"
+    print(f"{verdict}: {r.time_s:.3f} s simulated, {int(c['transferred']):,} bytes, "
+          f"{int(c['dirty_sync_count'])} syncs, throttle {int(c['cpu_throttle_percentage'])}%")
+    if out:
+        r.save(out)
+        print(f"wrote {out} ({len(r.stream or b''):,} bytes)")
+    return 0
+
+
+def class_totals(trace: Trace) -> dict[str, int]:
+    """Pages per :class:`~ramlab.trace.PageClass` name over all passes."""
+    counts = trace.class_counts().sum(axis=0)
+    return {PageClass(i).name: int(n) for i, n in enumerate(counts) if n}
