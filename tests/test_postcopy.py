@@ -19,12 +19,11 @@ from ramlab.postcopy import (
     RequestQueue,
     bitmap_runs,
     discard_batches,
-    le_bytes_to_received,
     plan_discards,
-    received_to_le_bytes,
     recv_bitmap_size,
     recv_bitmap_to_dirty,
 )
+from ramlab.wire.recv_bitmap import decode_recv_bitmap, encode_recv_bitmap
 
 RATIOS = [1, 2, 4, 8, 16, 512]
 
@@ -488,14 +487,14 @@ def test_placer_rules():
 
 
 def test_recv_bitmap_sizes_and_complement():
-    assert [recv_bitmap_size(n) for n in (0, 1, 64, 65, 72, 128)] == [0, 8, 8, 16, 16, 16]
+    assert [recv_bitmap_size(n, "modern") for n in (0, 1, 64, 65, 72, 128)] == [0, 8, 8, 16, 16, 16]
     assert [recv_bitmap_size(n, "seed") for n in (0, 1, 64, 65, 71, 72, 128)] == [0, 0, 8, 8, 8, 16, 16]
     rng = np.random.default_rng(1)
     for n in (1, 63, 64, 65, 71, 72, 1000, 16384):
         rec = rng.random(n) < 0.5
-        blob = received_to_le_bytes(rec)
-        assert len(blob) == recv_bitmap_size(n)
-        assert (le_bytes_to_received(blob, n) == rec).all()
+        blob = encode_recv_bitmap(rec, "modern")
+        assert len(blob) == 16 + recv_bitmap_size(n, "modern")
+        assert (decode_recv_bitmap(blob, n, "modern")[0] == rec).all()
         assert (recv_bitmap_to_dirty(rec) == ~rec).all()
         seed = recv_bitmap_to_dirty(rec, seed_blob_rounding=True)
         kept = recv_bitmap_size(n, "seed") * 8

@@ -31,6 +31,7 @@ import numpy as np
 
 from ramlab.constants import MAX_DISCARDS_PER_COMMAND, TARGET_PAGE_SIZE
 from ramlab.errors import PostcopyError
+from ramlab.wire.recv_bitmap import decode_recv_bitmap, encode_recv_bitmap, recv_bitmap_size
 
 __all__ = [
     "DiscardPlan",
@@ -43,8 +44,6 @@ __all__ = [
     "PostcopyPlacer",
     "Placement",
     "recv_bitmap_size",
-    "received_to_le_bytes",
-    "le_bytes_to_received",
     "recv_bitmap_to_dirty",
 ]
 
@@ -588,51 +587,6 @@ class PostcopyPlacer:
 # ----------------------------------------------------------------------------------
 
 
-def recv_bitmap_size(nbits: int, rounding: Literal["seed", "modern"] = "modern") -> int:
-    """Bytes of bitmap in a RECV_BITMAP blob for a block of ``nbits`` target pages.
-
-    Modern (and 7.2): ``roundup8(ceil(nbits / 8))``. Seed: ``roundup8(floor(nbits / 8))``,
-    which drops the last ``nbits % 64`` bits when that is 1..7.
-
-        >>> recv_bitmap_size(65), recv_bitmap_size(65, "seed")
-        (16, 8)
-    """
-    if nbits < 0:
-        raise PostcopyError(f"negative bit count {nbits}")
-    if rounding == "seed":
-        size = nbits // 8
-    elif rounding == "modern":
-        size = -(-nbits // 8)
-    else:
-        raise PostcopyError(f"unknown rounding {rounding!r}")
-    return -(-size // 8) * 8
-
-
-def received_to_le_bytes(received: np.ndarray, rounding: Literal["seed", "modern"] = "modern") -> bytes:
-    """The bitmap bytes of a RECV_BITMAP blob (``ramblock_recv_bitmap_send``): bit i = page i.
-
-    >>> received_to_le_bytes(np.array([1, 0, 0, 1], bool)).hex()
-    '0900000000000000'
-    """
-    rec = _as_bitmap(received, "received")
-    size = recv_bitmap_size(rec.size, rounding)
-    packed = np.packbits(rec, bitorder="little").tobytes()
-    return (packed + bytes(max(0, size - len(packed))))[:size]
-
-
-def le_bytes_to_received(data: bytes, nbits: int) -> np.ndarray:
-    """Unpack blob bitmap bytes into ``nbits`` bools; bits not covered read as 0.
-
-    >>> le_bytes_to_received(bytes([9]), 4).tolist()
-    [True, False, False, True]
-    """
-    bits = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8), bitorder="little").astype(bool)
-    out = np.zeros(nbits, bool)
-    k = min(nbits, bits.size)
-    out[:k] = bits[:k]
-    return out
-
-
 def recv_bitmap_to_dirty(received: np.ndarray, *, seed_blob_rounding: bool = False) -> np.ndarray:
     """The source's new dirty bitmap after ``ram_dirty_bitmap_reload``: NOT received.
 
@@ -650,5 +604,5 @@ def recv_bitmap_to_dirty(received: np.ndarray, *, seed_blob_rounding: bool = Fal
     """
     rec = _as_bitmap(received, "received")
     if seed_blob_rounding:
-        rec = le_bytes_to_received(received_to_le_bytes(rec, "seed"), rec.size)
+        rec, _ = decode_recv_bitmap(encode_recv_bitmap(rec, "seed"), rec.size, "seed")
     return ~rec

@@ -55,23 +55,7 @@ MAX_MAP_PX = 512
 #: total pixels of all passes' maps embedded in the page (keeps the HTML small for long migrations)
 PIXEL_BUDGET = 6_000_000
 
-_PAGE_JS = """
-const cols = %(cols)d, n = %(n)d, tps = %(tps)d;
-const starts = %(starts)s, names = %(names)s;
-const x = Math.floor(special_vars.x), y = Math.floor(special_vars.y);
-if (x < 0 || x >= cols || y < 0) return "-";
-const g = y * cols + x;
-if (g >= n) return "(past the end of RAM)";
-let b = 0;
-while (b + 1 < starts.length && starts[b + 1] <= g) b++;
-return names[b] + " +0x" + ((g - starts[b]) * tps).toString(16) + "  (page " + g + ")";
-"""
-
-_CLASS_JS = """
-const names = %(names)s;
-const v = Math.round(value);
-return (v >= 0 && v < names.length) ? names[v] : String(value);
-"""
+from .widgets.bitmap import _CLASS_JS, _PAGE_JS  # noqa: E402  (the same hover formatters)
 
 _SLIDER_JS = """
 const p = cb_obj.value;
