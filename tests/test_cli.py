@@ -93,3 +93,13 @@ def test_damaged_stream_prints_what_came_before_and_fails(capsys, tmp_path):
 def test_unreadable_file_is_a_clean_error(capsys, tmp_path):
     code, _, err = run(capsys, "inspect", str(tmp_path / "missing.bin"), "-q")
     assert code == 1 and "cannot read" in err
+
+
+def test_dump_of_hugepage_postcopy_stream_lists_block_sizes(capsys, tmp_path):
+    vmdesc = tmp_path / "vmdesc.json"
+    vmdesc.write_bytes(read_zst(CAPTURES / "precopy-plain" / "vmdesc.json.zst"))
+    code, out, _ = run(capsys, "dump", str(CAPTURES / "postcopy-hugepages" / "fwd-0.bin.zst"),
+                       "--vmdesc", str(vmdesc), "-q")
+    assert code == 0
+    sizes = json.loads(out)["ram (2)"]["section sizes"]
+    assert sizes["m0"] == f"0x{64 << 20:016x}"

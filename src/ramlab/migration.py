@@ -377,18 +377,24 @@ class Migration:
                 "this stream has no vmdesc trailer (postcopy streams have none): "
                 "pass the vmdesc JSON of a precopy capture of the same machine"
             )
+        from .wire.encoder import mem_size_record
+
         sections: list[Any] = []
-        ram_start = None
         for i, e in enumerate(self.events):
             if isinstance(e, ev.SectionHeader) and e.section_type == QEMU_VM_SECTION_START and e.idstr == "ram":
                 nxt = self.events[i + 1]
-                end = self.events[i + 2].offset if len(self.events) > i + 2 else len(self.data)
-                ram_start = DeviceSection(e.section_id, e.idstr, e.instance_id or 0, e.version_id or 0,
-                                          bytes(self.data[nxt.offset:end]), nxt.offset)
-                sections.append(ram_start)
+                if isinstance(nxt, ev.RamMemSize):
+                    # the block sizes, from the decoded list (postcopy page-size and mapped-ram fields,
+                    # which the tool cannot read, are left out)
+                    plain = [ev.RamBlockEntry(b.name, b.used_length) for b in nxt.blocks]
+                    body = mem_size_record(plain, nxt.total)
+                else:
+                    body = b""
+                sections.append(DeviceSection(e.section_id, e.idstr, e.instance_id or 0, e.version_id or 0,
+                                              body, nxt.offset))
             elif isinstance(e, ev.DeviceState):
                 sections.append(e)
-        return device_state_json(sections, desc, ignore_shared="x-ignore-shared" in self.decoder.capabilities)
+        return device_state_json(sections, desc)
 
     def records_table(self, limit: int | None = None) -> list[dict[str, Any]]:
         """One row per wire item (RAM runs expanded to one row per record), with byte offsets.
