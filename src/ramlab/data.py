@@ -35,6 +35,20 @@ def data_path(name: str) -> Path:
     return p
 
 
+def load_trace(name: str):  # type: ignore[no-untyped-def]
+    """The precomputed :class:`~ramlab.trace.Trace` of a bundled capture (``data/traces/<name>.npz``).
+
+    Loads instantly; ``ramlab.open(data_path(name)).trace`` computes the same (without the
+    XBZRLE page snapshots, which are not saved).
+    """
+    from .trace import Trace
+
+    p = data_dir() / "traces" / f"{name}.npz"
+    if not p.exists():
+        raise RamlabError(f"no precomputed trace {p}; run scripts/make_traces.py")
+    return Trace.load(p)
+
+
 def _pick(folder: Path, stem: str) -> Path | None:
     for suffix in (".bin", ".bin.zst"):
         p = folder / (stem + suffix)
