@@ -7,8 +7,6 @@ tests/test_data_traces.py checks that every file equals a fresh decode of its ca
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import ramlab
 from ramlab.data import data_dir
 
