@@ -62,8 +62,8 @@ def test_xbzrle_miss_inserts_and_sends_page():
     d = _send(s, [7])
     assert d["classes"][7] == PageClass.NORMAL
     assert s.c["xbzrle_cache_miss"] == 1 and s.c["normal"] == 1
-    slot = 7 % s.cache.n_slots
-    assert s.cache.addr[slot] == 7 and s.cache.age[slot] == 5
+    slot = 7 % s.cache.max_num_items
+    assert s.cache.addr[slot] == 7 * TPS and s.cache.age[slot] == 5
     assert (s.cache.data[slot] == 0x11).all()
     (e,) = _records(s)
     assert e.kind == RAM_SAVE_FLAG_PAGE and (e.data[0] == 0x11).all()
@@ -83,7 +83,7 @@ def test_xbzrle_hit_sends_delta_and_updates_cache():
     assert not e.named  # same block as the previous record: CONTINUE
     assert d["wire"][7] == 8 + 3 + len(e.data)
     assert s.c["xbzrle_pages"] == 1 and s.c["xbzrle_bytes"] == 8 + 3 + len(e.data)
-    assert (s.cache.data[7 % s.cache.n_slots] == s.guest.mem[7]).all()
+    assert (s.cache.data[7 % s.cache.max_num_items] == s.guest.mem[7]).all()
 
 
 def test_xbzrle_unchanged_page_is_not_sent():
@@ -108,7 +108,7 @@ def test_xbzrle_overflow_sends_page_and_updates_cache():
     (e,) = _records(s)
     assert e.kind == RAM_SAVE_FLAG_PAGE and np.array_equal(e.data[0], s.guest.mem[7])
     assert s.c["xbzrle_overflow"] == 1 and s.c["normal"] == 2
-    assert np.array_equal(s.cache.data[7 % s.cache.n_slots], s.guest.mem[7])
+    assert np.array_equal(s.cache.data[7 % s.cache.max_num_items], s.guest.mem[7])
 
 
 def test_zero_page_goes_into_cache_after_bulk_only():
@@ -118,7 +118,7 @@ def test_zero_page_goes_into_cache_after_bulk_only():
     s.guest.mem[9] = 0
     d = _send(s, [9])
     assert d["classes"][9] == PageClass.ZERO
-    assert s.cache.addr[9] == 9 and not s.cache.data[9].any()  # stale copy replaced by zeros
+    assert s.cache.addr[9] == 9 * TPS and not s.cache.data[9].any()  # stale copy replaced by zeros
     # a small write into the zeroed page is now an XBZRLE delta against zeros
     s.guest.mem[9, 5] = 1
     assert _send(s, [9])["classes"][9] == PageClass.XBZRLE
@@ -145,10 +145,10 @@ def test_fresh_cache_slot_is_not_evicted():
     s.guest.mem[[1, 5]] = 0x44
     _send(s, [1])
     _send(s, [5])  # same generation: slot keeps page 1
-    assert s.cache.addr[1] == 1
+    assert s.cache.addr[1] == 1 * TPS
     s.c["dirty_sync_count"] = 7  # two syncs later the entry may be replaced
     _send(s, [5])
-    assert s.cache.addr[1] == 5
+    assert s.cache.addr[1] == 5 * TPS
 
 
 def test_chunk_with_slot_conflict_matches_sequential():
@@ -198,8 +198,7 @@ def test_first_page_of_a_block_is_not_compressed():
 def test_never_converges_without_auto_converge_and_converges_with_it():
     kw = dict(workload="uniform", dirty_rate="24M", bandwidth="8M", stream=False, template=False)
     r = _sim(max_passes=8, **kw)
-    repeats = sum(e["kind"] == "repeat" for e in r.log)  # a page re-dirtied at the search position
-    assert not r.converged and r.trace.n_passes - repeats == 8 and r.trace.pass_kinds[-1] == "complete"
+    assert not r.converged and r.trace.n_passes == 8 and r.trace.pass_kinds[-1] == "complete"
     r2 = _sim(max_passes=40, auto_converge=True, **kw)
     assert r2.converged and r2.counters["cpu_throttle_percentage"] >= 20
     assert any(e["kind"] == "throttle" for e in r2.log)
@@ -266,3 +265,50 @@ def test_rate_limit_windows():
     assert len(parts) > 5
     assert max(parts) <= budget + 2 * (TPS + 64)  # stops once more than the budget was written
     assert sorted(parts)[len(parts) // 2] >= budget - TPS
+
+
+@pytest.mark.parametrize("max_passes", [2, 5, 30])
+def test_max_passes_counts_the_passes_of_the_trace(max_passes):
+    """The notebook case: hotset at 4 MiB/s never converges; it is forced to complete with exactly
+    ``max_passes`` trace passes, repeat passes (a page re-dirtied at the search position) included."""
+    r = simulate(ram="64M", workload="hotset", bandwidth="4M", max_passes=max_passes, template=False)
+    assert not r.converged
+    assert r.trace.n_passes == max_passes == len(r.pass_table())
+    assert r.trace.pass_kinds[0] == "bulk" and r.trace.pass_kinds[-1] == "complete"
+    if max_passes == 30:
+        assert any(e["kind"] == "repeat" for e in r.log)  # repeats happen and are counted
+    assert r.trace.validate() is not None
+
+
+def test_converged_run_stays_within_max_passes():
+    r = simulate(ram="16M", workload="hotset", bandwidth="16M", dirty_rate="1M", max_passes=6, template=False)
+    assert r.converged and r.trace.n_passes <= 6
+
+
+def test_cli_params_postcopy_flags(tmp_path, capsys):
+    from ramlab.cli import main
+
+    out = tmp_path / "pc.bin"
+    rc = main(["simulate", "--ram", "16M", "--workload", "hotset", "--bandwidth", "16M", "--dirty-rate", "16M",
+               "--param", "hot_fraction=0.5", "--param", "hot_prob=0.9", "--param", "fill=1",
+               "--postcopy", "--postcopy-after", "2", "--hugepages", "--postcopy-bandwidth", "4M",
+               "--downtime-ms", "10", "-o", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "switched to postcopy after 2 passes" in text and "discard" in text
+    rp = tmp_path / "pc.bin.ret"
+    assert out.is_file() and rp.is_file()
+    m = ramlab.open(out, return_path=rp)
+    assert m.error is None and m.blocks[0].name == "m0" and m.blocks[0].page_size == 2 << 20
+    assert m.commands["POSTCOPY_RAM_DISCARD"] >= 1 and m.requests
+
+
+def test_cli_param_reaches_the_workload():
+    from ramlab.simulate import parse_params
+
+    p = parse_params(["hot_fraction=0.25", "hot-prob=1", "fill=0.0"])
+    assert p == {"hot_fraction": 0.25, "hot_prob": 1, "fill": 0.0}
+    r = simulate(ram="4M", workload="hotset", template=False, bandwidth="64M", **p)
+    assert r.params["hot_fraction"] == 0.25
+    with pytest.raises(ramlab.errors.SimulationError):
+        parse_params(["nokey"])

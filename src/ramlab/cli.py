@@ -207,6 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-passes", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--template", metavar="STREAM", help="capture whose device sections are spliced in")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", default=[],
+                   help="workload parameter, repeatable (e.g. --param hot_fraction=0.1 --param fill=1)")
+    p.add_argument("--postcopy", action="store_true", help="postcopy-ram: switch to postcopy")
+    p.add_argument("--postcopy-after", type=int, default=1, metavar="N",
+                   help="precopy passes before the switch to postcopy (default 1)")
+    p.add_argument("--hugepages", action="store_true", help="main block m0 in 2 MiB huge pages")
+    p.add_argument("--discard-algorithm", choices=("seed", "modern"), default="seed",
+                   help="postcopy discard planning: seed (QEMU ~3.0) or modern (QEMU >= 4.2)")
+    p.add_argument("--postcopy-bandwidth", type=_size, default=0,
+                   help="max-postcopy-bandwidth in bytes/s (0: as --bandwidth)")
+    p.add_argument("--release-ram", action="store_true", help="release-ram capability (postcopy)")
+    p.add_argument("--postcopy-pause-after", type=int, default=None, metavar="PAGES",
+                   help="break the channel after PAGES postcopy pages and recover")
+    p.add_argument("--return-path", metavar="FILE", help="postcopy: where to write the return path "
+                   "(default OUT.ret)")
     p.add_argument("-o", "--output", metavar="OUT")
     p.set_defaults(func=cmd_simulate)
 

@@ -1,4 +1,4 @@
-"""Simulate a QEMU precopy migration: :func:`simulate` (notebooks) and ``ramlab simulate`` (CLI).
+"""Simulate a QEMU migration: :func:`simulate` (notebooks) and ``ramlab simulate`` (CLI).
 
 A guest (:mod:`ramlab.model.guest`) runs a workload (:mod:`ramlab.model.workloads`) while the
 modelled sender (:mod:`ramlab.model.sender`) migrates it. The result has the same
@@ -11,6 +11,18 @@ Why a template: a destination QEMU only accepts a stream whose RAM block list (V
 ROMs, ACPI tables...) and device sections match its machine. The default template is the
 bundled capture ``data/plain`` (``pc`` machine, QEMU 7.2); the simulated ``pc.ram`` gets the
 requested size, every other block the template's size and final content.
+
+Postcopy (``postcopy=True``, :mod:`ramlab.model.postcopy_sim`): after ``postcopy_after``
+precopy passes the migration switches to postcopy; the result then also has the return path
+(``return_path``: PONGs, page requests, SHUT) and ``postcopy`` (discard plans, the destination's
+received map, the channels). ``hugepages=True`` gives the main block the name ``m0`` and 2 MiB
+pages (host ratio 512), like the ``postcopy-hugepages`` capture, whose block list and device
+sections are then the default template. ``postcopy_pause_after=K`` models a broken channel
+and postcopy recovery: ``streams``/``return_paths`` hold the two channels, ``stream`` and
+``return_path`` their concatenations (what ``ramlab.open`` decodes).
+
+``max_passes`` bounds the passes as the trace counts them (see :mod:`ramlab.model.sender`): a
+run forced to complete has exactly ``max_passes`` passes, the last one ``complete``.
 
     >>> r = simulate(ram="4M", workload="counters", xbzrle=True, cache_size="1M",
     ...              bandwidth="4M", template=False, seed=1)
@@ -30,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from .errors import SimulationError
-from .model.guest import MAIN_BLOCK, Guest, _as_migration
+from .model.guest import MAIN_BLOCK, TARGET_PAGE_SIZE, Guest, _as_migration
+from .model.postcopy_sim import PostcopyOutcome, PostcopyParams, PostcopySender, device_sections
 from .model.sender import MigrationParams, RamSender
 from .model.workloads import make_workload
 from .trace import PageClass, Trace
@@ -46,6 +59,10 @@ SHARED_TEMPLATE = (Path(os.environ.get("RAMLAB_SHARED", Path(__file__).resolve()
 TABLE_COLUMNS = ("duplicate", "normal", "xbzrle_pages", "xbzrle_unchanged", "xbzrle_overflow",
                  "xbzrle_cache_miss", "compressed", "transferred", "dirty_sync_count", "remaining",
                  "cpu_throttle_percentage", "time_ms")
+#: extra columns of postcopy runs
+POSTCOPY_COLUMNS = ("discarded", "requested", "postcopy_requests")
+HUGE_PAGE_SIZE = 2 << 20
+HUGE_BLOCK = "m0"
 
 
 def parse_size(value: int | float | str) -> int:
@@ -94,13 +111,18 @@ class SimulationResult:
     params: dict[str, Any]
     time_s: float
     log: list[dict] = field(default_factory=list)
+    return_path: bytes | None = None
+    streams: list[bytes] | None = None
+    return_paths: list[bytes] | None = None
+    postcopy: PostcopyOutcome | None = None
 
     def pass_table(self) -> list[dict[str, Any]]:
         """One row per pass: kind and the per-pass counters of :data:`TABLE_COLUMNS`."""
         rows = []
         for i, kind in enumerate(self.trace.pass_kinds):
             row: dict[str, Any] = {"pass": i, "kind": kind}
-            for k in TABLE_COLUMNS:
+            cols = TABLE_COLUMNS + (POSTCOPY_COLUMNS if self.postcopy is not None else ())
+            for k in cols:
                 if k in self.trace.counters:
                     row[k] = int(self.trace.counters[k][i])
             rows.append(row)
@@ -112,7 +134,8 @@ class SimulationResult:
         if not rows:
             return "(no passes)"
         cols = list(rows[0])
-        short = {"xbzrle_pages": "xbzrle", "xbzrle_unchanged": "xb_same", "xbzrle_overflow": "xb_ovfl",
+        short = {"xbzrle_pages": "xbzrle", "postcopy_requests": "reqs", "discarded": "discard",
+                 "requested": "req_pg", "xbzrle_unchanged": "xb_same", "xbzrle_overflow": "xb_ovfl",
                  "xbzrle_cache_miss": "xb_miss", "dirty_sync_count": "syncs", "cpu_throttle_percentage": "thr%",
                  "transferred": "bytes"}
         heads = [short.get(c, c) for c in cols]
@@ -138,12 +161,17 @@ class SimulationResult:
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
         )
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the stream (needs ``stream=True``) to ``path``."""
+    def save(self, path: str | os.PathLike[str], return_path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the stream (needs ``stream=True``) to ``path``, and the return path (postcopy)
+        to ``return_path`` when given."""
         if self.stream is None:
             raise SimulationError("no stream: run simulate(..., stream=True)")
         p = Path(path)
         p.write_bytes(self.stream)
+        if return_path is not None:
+            if self.return_path is None:
+                raise SimulationError("no return path: only postcopy runs have one")
+            Path(return_path).write_bytes(self.return_path)
         return p
 
 
@@ -163,6 +191,45 @@ def _split_template(events: list[ev.Event]) -> tuple[list[ev.Event], list[ev.Eve
     while j < len(events) and not (isinstance(events[j], ev.SectionFooter) and events[j].section_id == sid):
         j += 1
     return list(events[:start]), list(events[j + 1 :]), sid
+
+
+def _postcopy_template(events: list[ev.Event]) -> tuple[list[ev.Event], list[ev.Event], list[ev.Event], int]:
+    """(header + configuration, device FULL sections, precopy epilogue, RAM section id) of any
+    capture, precopy or postcopy (whose device sections sit inside the PACKAGED blob)."""
+    pro, epi, sid = _split_template(events)
+    pro = [e for e in pro if not isinstance(e, ev.Command)]
+    devices = device_sections(events)
+    if not any(isinstance(e, ev.DeviceState) for e in epi):
+        epi = [*devices, ev.EndOfFile()]
+    return pro, devices, epi, sid
+
+
+def _guest_from_template(mig: Any, ram_b: int, hugepages: bool) -> Guest:
+    """The template's block list with the main block (``pc.ram`` or ``m0``) resized; with
+    ``hugepages`` it is called ``m0`` and has 2 MiB pages (content copied as far as it fits)."""
+    spec, src = [], []
+    for e in mig.blocks:
+        if e.name in (MAIN_BLOCK, HUGE_BLOCK):
+            name = HUGE_BLOCK if hugepages else e.name
+            spec.append((name, ram_b, HUGE_PAGE_SIZE if hugepages else TARGET_PAGE_SIZE))
+        else:
+            spec.append((e.name, e.used_length, e.page_size or TARGET_PAGE_SIZE))
+        src.append(e.name)
+    g = Guest(spec)
+    for (name, _, _), sname in zip(spec, src):
+        data = np.asarray(mig.ram(sname), np.uint8).reshape(-1)
+        dst = g.block(name).flat()
+        n = min(data.size, dst.size)
+        dst[:n] = data[:n]
+    return g
+
+
+def default_hugepage_template() -> Path | None:
+    """The bundled ``data/postcopy-hugepages`` capture (block ``m0`` in 2 MiB pages), else None."""
+    from .data import data_dir
+
+    p = data_dir() / "postcopy-hugepages"
+    return p if p.is_dir() else None
 
 
 def _bare_prologue() -> list[ev.Event]:
@@ -187,6 +254,13 @@ def simulate(
     stream: bool = False,
     dirty_rate: int | str | None = None,
     record_dirty: bool = True,
+    postcopy: bool = False,
+    postcopy_after: int = 1,
+    hugepages: bool = False,
+    discard_algorithm: str = "seed",
+    postcopy_bandwidth: int | str = 0,
+    release_ram: bool = False,
+    postcopy_pause_after: int | None = None,
     **workload_params: Any,
 ) -> SimulationResult:
     """Simulate migrating a guest of ``ram`` bytes running ``workload``.
@@ -199,6 +273,22 @@ def simulate(
     sections (``None``: :func:`default_template`; ``False``: a bare guest with only
     ``pc.ram`` and no device sections, which QEMU cannot load). ``stream=True`` also builds
     the savevm stream. Deterministic for a given ``seed``.
+
+    ``max_passes``: the most passes the trace may have (the completion pass included); when
+    precopy does not converge, the run is forced to complete with exactly that many.
+
+    Postcopy: ``postcopy`` turns on ``postcopy-ram``; the switch comes after ``postcopy_after``
+    precopy passes (trace count; 0 = at once), unless precopy converges first.
+    ``discard_algorithm`` is ``"seed"`` (QEMU ~3.0) or ``"modern"`` (QEMU >= 4.2);
+    ``postcopy_bandwidth`` is ``max-postcopy-bandwidth`` (0: the link, ``bandwidth``);
+    ``release_ram`` the ``release-ram`` capability; ``postcopy_pause_after`` pauses postcopy
+    after that many pages and recovers (two channels). ``hugepages``: main block ``m0`` in
+    2 MiB pages (``ram`` must be a multiple of 2 MiB).
+
+        >>> r = simulate(ram="8M", workload="uniform", dirty_rate="16M", bandwidth="8M", template=False,
+        ...              postcopy=True, postcopy_after=1, postcopy_bandwidth="2M", stream=True)
+        >>> r.trace.pass_kinds[:2], r.counters["requested"] > 0, r.return_path[-8:].hex()
+        (['bulk', 'postcopy'], True, '0001000400000000')
     """
     ram_b = parse_size(ram)
     rate = parse_size(dirty_rate) if dirty_rate is not None else None
@@ -208,19 +298,29 @@ def simulate(
         auto_converge=bool(auto_converge), max_passes=int(max_passes),
     ).validate()
     if template is None:
-        template = default_template()
+        template = (default_hugepage_template() if hugepages else None) or default_template()
     prologue: list[ev.Event]
     epilogue: list[ev.Event]
+    devices: list[ev.Event] = []
     sid = 2
     tname = None
+    if hugepages and ram_b % HUGE_PAGE_SIZE:
+        raise SimulationError("with hugepages the RAM size must be a multiple of 2 MiB")
     if template is None or template is False:
-        guest = Guest.from_sizes([(MAIN_BLOCK, ram_b)])
+        guest = (Guest.from_sizes([(HUGE_BLOCK, ram_b, HUGE_PAGE_SIZE)]) if hugepages
+                 else Guest.from_sizes([(MAIN_BLOCK, ram_b)]))
         prologue, epilogue = _bare_prologue(), [ev.EndOfFile()]
     else:
         mig = _as_migration(template)
         tname = getattr(mig, "name", None)
-        guest = Guest.from_template(mig, ram_b)
-        prologue, epilogue, sid = _split_template(mig.events)
+        if postcopy or hugepages or any(b.name == HUGE_BLOCK for b in mig.blocks):
+            guest = _guest_from_template(mig, ram_b, hugepages)
+            prologue, devices, epilogue, sid = _postcopy_template(mig.events)
+        else:
+            guest = Guest.from_template(mig, ram_b)
+            prologue, epilogue, sid = _split_template(mig.events)
+    if "block" not in workload_params and guest.main.name != MAIN_BLOCK:
+        workload_params["block"] = guest.main.name
     if workload == "replay" and "capture" not in workload_params:
         if template is None or template is False:
             raise SimulationError("the replay workload needs capture=... (or a template capture to replay)")
@@ -229,43 +329,119 @@ def simulate(
     wl = make_workload(workload, rate, seed=rng, **workload_params)
     wl.attach(guest)
     meta = {"name": f"simulate {getattr(wl, 'name', workload)}", "template": tname, "seed": seed}
-    sender = RamSender(guest, wl, params, prologue=prologue, epilogue=epilogue, emit=stream,
-                       record_dirty=record_dirty, ram_section_id=sid, meta=meta)
-    res = sender.run()
+    outcome: PostcopyOutcome | None = None
+    if postcopy:
+        pcp = PostcopyParams(after_passes=int(postcopy_after), discard_algorithm=discard_algorithm,  # type: ignore
+                             bandwidth=parse_size(postcopy_bandwidth), release_ram=bool(release_ram),
+                             pause_after=postcopy_pause_after, device_events=devices)
+        psender = PostcopySender(guest, wl, params, pcp, prologue=prologue, epilogue=epilogue, emit=stream,
+                                 record_dirty=record_dirty, ram_section_id=sid, meta=meta)
+        outcome = psender.run()
+        res = outcome.result
+        caps = res.trace.meta.setdefault("capabilities", [])
+        caps += ["postcopy-ram"] + (["release-ram"] if release_ram else [])
+    else:
+        if release_ram or postcopy_pause_after is not None:
+            raise SimulationError("release_ram and postcopy_pause_after need postcopy=True")
+        sender = RamSender(guest, wl, params, prologue=prologue, epilogue=epilogue, emit=stream,
+                           record_dirty=record_dirty, ram_section_id=sid, meta=meta)
+        res = sender.run()
     data = None
     if stream:
         from .wire.encoder import encode_events
 
-        data = b"".join(encode_events(res.events))
+        data = outcome.stream if outcome is not None else b"".join(encode_events(res.events))
     info = {"ram": ram_b, "workload": getattr(wl, "name", workload), "xbzrle": params.xbzrle,
             "cache_size": params.xbzrle_cache_size, "compress": params.compress,
             "compress_level": params.compress_level, "bandwidth": params.bandwidth,
             "downtime_ms": params.downtime_limit_ms, "auto_converge": params.auto_converge,
             "max_passes": params.max_passes, "seed": seed, "dirty_rate": wl.dirty_rate, "template": tname,
+            "postcopy": bool(postcopy), "hugepages": bool(hugepages),
+            **({"postcopy_after": int(postcopy_after), "discard_algorithm": discard_algorithm,
+                "postcopy_bandwidth": parse_size(postcopy_bandwidth), "release_ram": bool(release_ram),
+                "postcopy_pause_after": postcopy_pause_after, "switched": outcome.switched}
+               if outcome is not None else {}),
             **workload_params}
     res.trace.meta.update({k: v for k, v in info.items() if isinstance(v, int | float | str | bool | None)})
+    if outcome is None:
+        return SimulationResult(res.trace, data, res.events if stream else None, res.final_ram, res.counters,
+                                res.converged, info, res.time_s, res.log)
     return SimulationResult(res.trace, data, res.events if stream else None, res.final_ram, res.counters,
-                            res.converged, info, res.time_s, res.log)
+                            res.converged, info, res.time_s, res.log,
+                            return_path=outcome.return_path, streams=list(outcome.streams) if stream else None,
+                            return_paths=list(outcome.return_paths), postcopy=outcome)
 
 
 def simulate_cli(args: argparse.Namespace) -> int:
     """``ramlab simulate``: run :func:`simulate`, write ``--output`` (the stream), print the table."""
     out = getattr(args, "output", None)
+    postcopy = bool(getattr(args, "postcopy", False))
     r = simulate(
         ram=args.ram, workload=args.workload, xbzrle=args.xbzrle, cache_size=args.cache_size,
         compress=args.compress, compress_level=args.compress_level, bandwidth=args.bandwidth,
         downtime_ms=args.downtime_ms, auto_converge=args.auto_converge, max_passes=args.max_passes,
         seed=args.seed, template=args.template, stream=bool(out), dirty_rate=args.dirty_rate,
+        postcopy=postcopy, postcopy_after=getattr(args, "postcopy_after", 1),
+        hugepages=bool(getattr(args, "hugepages", False)),
+        discard_algorithm=getattr(args, "discard_algorithm", "seed"),
+        postcopy_bandwidth=getattr(args, "postcopy_bandwidth", 0) or 0,
+        release_ram=bool(getattr(args, "release_ram", False)),
+        postcopy_pause_after=getattr(args, "postcopy_pause_after", None),
+        **parse_params(getattr(args, "param", None) or []),
     )
     print(r.format_table())
     c = r.counters
-    verdict = "converged" if r.converged else f"forced to complete after {r.params['max_passes']} passes"
+    if r.postcopy is not None and r.postcopy.switched:
+        verdict = (f"switched to postcopy after {r.params['postcopy_after']} passes: "
+                   f"{int(c['discarded']):,} pages discarded, {int(c['postcopy_requests'])} page requests"
+                   + (", paused and recovered" if r.postcopy.paused else ""))
+    else:
+        verdict = "converged" if r.converged else f"forced to complete after {r.params['max_passes']} passes"
     print(f"{verdict}: {r.time_s:.3f} s simulated, {int(c['transferred']):,} bytes, "
           f"{int(c['dirty_sync_count'])} syncs, throttle {int(c['cpu_throttle_percentage'])}%")
     if out:
-        r.save(out)
-        print(f"wrote {out} ({len(r.stream or b''):,} bytes)")
+        rp = None
+        if r.return_path is not None:
+            rp = getattr(args, "return_path", None) or f"{out}.ret"
+        r.save(out, rp)
+        print(f"wrote {out} ({len(r.stream or b''):,} bytes)" + (f" and return path {rp}" if rp else ""))
     return 0
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``["hot_fraction=0.1", "fill=1", "loop=false"]`` -> workload parameters (numbers, booleans,
+    sizes with a suffix such as ``4M``, else strings).
+
+    >>> parse_params(["hot_fraction=0.1", "span=512", "loop=false", "capture=x.bin", "rate=4M"])
+    {'hot_fraction': 0.1, 'span': 512, 'loop': False, 'capture': 'x.bin', 'rate': 4194304}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise SimulationError(f"--param wants KEY=VALUE, got {item!r}")
+        v = raw.strip()
+        val: Any = v
+        if v.lower() in ("true", "yes", "on"):
+            val = True
+        elif v.lower() in ("false", "no", "off"):
+            val = False
+        else:
+            for conv in (int, float):
+                try:
+                    val = conv(v)
+                    break
+                except ValueError:
+                    pass
+            else:
+                if v[:1].isdigit() and v[-1:].upper() in "KMGT":
+                    try:
+                        val = parse_size(v)
+                    except SimulationError:
+                        pass
+        out[key] = val
+    return out
 
 
 def class_totals(trace: Trace) -> dict[str, int]:

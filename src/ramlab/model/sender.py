@@ -12,7 +12,8 @@ What is modelled, under QEMU's names (``shared/reference/algorithms.md`` §1-§9
   the CPU throttle);
 * the page search: ``last_seen_block``/``last_page``, the bulk stage's "start + 1",
   ``complete_round`` and the give-up after one lap, the wrap (ends the bulk stage; with
-  XBZRLE on it flushes compressed data), host pages sent whole (``ram_save_host_page``);
+  XBZRLE on it flushes compressed data), host pages sent whole (``ram_save_host_page``: the
+  rate limit is only checked between host pages, so a huge page never spans two sections);
 * the per-page chain of ``ram_save_target_page``/``ram_save_page``: zero page -> ZERO record
   (+ ``xbzrle_cache_zero_page`` after the bulk stage); XBZRLE (not in the bulk stage) with the
   page cache: miss -> insert + PAGE, hit -> XBZRLE record, unchanged -> nothing sent,
@@ -30,8 +31,12 @@ guest runs between iterations (once per rate-limit window) for the elapsed time,
 completion. Modelling choices (not QEMU facts): compression workers finish instantly, so
 worker 0 is always the one reused (records come out one page late, interleaved with ZERO
 records, as in a real stream); ``MAX_WAIT`` (50 ms of CPU time per iteration) is not
-modelled; after ``max_passes - 1`` laps the migration is forced to complete (``converged``
-is then False), like raising ``downtime-limit``.
+modelled; ``max_passes`` bounds the passes *as the trace counts them* (laps of the page
+search plus the extra passes started when a page comes again within a lap, see
+:meth:`RamSender._repeat_pass`): when ``max_passes - 1`` precopy passes are done and another
+one would start, the migration is forced to complete (``converged`` is then False), like
+raising ``downtime-limit``, so a forced run has exactly ``max_passes`` trace passes (the last
+one ``complete``) and a converged one at most that many.
 
 Seed vs QEMU 7.2 (the seed is followed; 7.2 destinations accept both):
 
@@ -46,8 +51,10 @@ Seed vs QEMU 7.2 (the seed is followed; 7.2 destinations accept both):
 * ``xbzrle_cache_miss_rate`` is per ``iterations`` (seed), not per target page (7.2).
 
 Vectorised: pages are handled in chunks (the dirty pages from the search position on): zero
-detection on a 2-D batch, ``ramlab.xbzrle.encode_batch`` for cache hits, cache updates as
-array assignments. A chunk never holds two pages of one cache slot (it is cut before the
+detection on a 2-D batch, ``ramlab.xbzrle.encode_batch`` for cache hits, the page cache is
+the project's QEMU-exact :class:`ramlab.page_cache.PageCache` (its batch ``lookup_batch`` /
+``insert_batch``, and its :class:`~ramlab.page_cache.XbzrleCounters` mirrored into the counters).
+A chunk never holds two pages of one cache slot (it is cut before the
 first repeat), so its decisions are those of the sequential algorithm; the rate limit cut is
 found with a cumulative sum, and only that prefix is committed.
 
@@ -82,6 +89,7 @@ from ..constants import (
     RAM_SAVE_FLAG_ZERO,
 )
 from ..errors import SimulationError
+from ..page_cache import PageCache
 from ..trace import PageClass, Trace
 from ..wire import events as ev
 from ..xbzrle import encode_batch
@@ -91,7 +99,6 @@ from .workloads import Workload
 TPS = TARGET_PAGE_SIZE
 XFER_LIMIT_RATIO = 10  # migration.c: rate limit = max-bandwidth / 10 per 100 ms window
 BUFFER_DELAY_S = 0.1
-CACHED_PAGE_LIFETIME = 2  # page_cache.c
 CPU_THROTTLE_PCT_MIN, CPU_THROTTLE_PCT_MAX = 1, 99
 MAX_RUN = 8192  # events: largest RamPages run (the decoder's default max_run)
 _CHUNK_MAX = 16384
@@ -106,7 +113,8 @@ LIMITED, DONE, FORCED = "limited", "done", "forced"
 CUMULATIVE = (
     "transferred", "duplicate", "normal", "normal_bytes", "xbzrle_pages", "xbzrle_bytes",
     "xbzrle_cache_miss", "xbzrle_overflow", "xbzrle_unchanged", "compressed", "compressed_size",
-    "iterations", "pages_handled",
+    "iterations", "pages_handled", "discarded", "requested", "postcopy_requests", "postcopy_bytes",
+    "faults", "released",
 )
 GAUGES = ("dirty_sync_count", "dirty_pages_rate", "remaining", "cpu_throttle_percentage", "time_ms",
           "xbzrle_cache_miss_rate", "xbzrle_cache_items")
@@ -130,7 +138,7 @@ class MigrationParams:
     auto_converge: bool = False
     cpu_throttle_initial: int = 20
     cpu_throttle_increment: int = 10
-    max_passes: int = 30
+    max_passes: int = 30  # bound on the trace's passes, the completion pass included
 
     def validate(self) -> MigrationParams:
         if self.bandwidth <= 0:
@@ -145,47 +153,6 @@ class MigrationParams:
         if self.max_passes < 2:
             raise SimulationError("max_passes must be >= 2 (the bulk pass and the completion pass)")
         return self
-
-
-class XbzrleCache:
-    """QEMU's ``page_cache.c`` as arrays: direct mapped, ``slot = page_number & (slots - 1)``.
-
-    ``addr`` holds the cached ram_addr page number (-1: none), ``age`` the generation
-    (``dirty_sync_count``) of the last insert or hit, ``has_data`` whether the slot's buffer
-    was ever allocated (``num_items`` counts those).
-
-        >>> c = XbzrleCache(4 * 4096)
-        >>> c.slot_of(np.array([1, 5])).tolist()
-        [1, 1]
-    """
-
-    def __init__(self, size: int) -> None:
-        self.n_slots = size // TPS
-        self.addr = np.full(self.n_slots, -1, np.int64)
-        self.age = np.zeros(self.n_slots, np.int64)
-        self.has_data = np.zeros(self.n_slots, bool)
-        self.data = np.zeros((self.n_slots, TPS), np.uint8)
-        self.num_items = 0
-
-    def slot_of(self, page_numbers: np.ndarray) -> np.ndarray:
-        return page_numbers & (self.n_slots - 1)
-
-    def insertable(self, slots: np.ndarray, addrs: np.ndarray, age: int) -> np.ndarray:
-        """``cache_insert`` would succeed: empty slot, same address, or an old enough entry."""
-        return ~self.has_data[slots] | (self.addr[slots] == addrs) | (self.age[slots] + CACHED_PAGE_LIFETIME <= age)
-
-    def store(self, slots: np.ndarray, addrs: np.ndarray, pages: np.ndarray | None, age: int) -> None:
-        """Insert ``pages`` (``None``: zero pages) at unique ``slots`` (callers checked insertable)."""
-        if slots.size == 0:
-            return
-        self.num_items += int((~self.has_data[slots]).sum())
-        self.has_data[slots] = True
-        self.addr[slots] = addrs
-        self.age[slots] = age
-        if pages is None:
-            self.data[slots] = 0
-        else:
-            self.data[slots] = pages
 
 
 @dataclass
@@ -331,7 +298,10 @@ class RamSender:
     ``emit``: build stream events (off: trace and counters only, faster);
     ``record_dirty``: fill ``trace.dirty``; ``ram_section_id``: the RAM section id (2 in 7.2).
     ``switchover``: optional hook ``f(sender) -> bool`` asked before every iteration; True
-    completes now (where a postcopy switch will plug in).
+    completes now (the postcopy model, :class:`ramlab.model.postcopy_sim.PostcopySender`,
+    switches to postcopy instead). Its hooks here: ``unsent`` (the seed's ``unsentmap``),
+    ``in_postcopy`` (no XBZRLE, POSTCOPY/REQUESTED classes), :meth:`_serve_queue`,
+    :meth:`_pass_limit`, :meth:`_mem_size_record`.
     """
 
     def __init__(self, guest: Guest, workload: Workload | None, params: MigrationParams, *,
@@ -358,6 +328,9 @@ class RamSender:
         self.name_extra = np.array([1 + len(b.name.encode("latin-1")) for b in guest.blocks], np.int64)
         # RAMState
         self.bmap = np.ones(n, bool)
+        self.unsent = np.ones(n, bool)  # the seed's unsentmap: never processed by the page search
+        self.in_postcopy = False  # set by the postcopy model at the switch (no XBZRLE, POSTCOPY classes)
+        self._serving_request = False  # the chunk being saved is a page request's host page
         self.dlog = np.zeros(n, bool)
         self.migration_dirty_pages = n
         self.ram_bulk_stage = True
@@ -372,7 +345,7 @@ class RamSender:
         self.iterations_prev = 0
         self.xbzrle_cache_miss_prev = 0
         self.throttle = 0
-        self.cache = XbzrleCache(self.p.xbzrle_cache_size) if self.p.xbzrle else None
+        self.cache = PageCache(self.p.xbzrle_cache_size, TPS, strict=True) if self.p.xbzrle else None
         self.comp_pending: tuple[int, int, bytes] | None = None  # worker 0's buffer: (block, page, zlib)
         # counters (QEMU names, underscores)
         self.c: dict[str, float] = {k: 0 for k in CUMULATIVE + GAUGES}
@@ -387,6 +360,7 @@ class RamSender:
         self.forced = False
         self._completing = False
         self.repeats = 0  # passes started because a page came again within a lap
+        self._stopping = False  # the pass limit stopped the current chunk
         # outputs
         self.events: list[ev.Event] = []
         self.records = _Records()
@@ -439,7 +413,7 @@ class RamSender:
         }
         self._passes.append(d)
         self._new_pass = False
-        self._pass_kind_next = "precopy"
+        self._pass_kind_next = "postcopy" if self.in_postcopy else "precopy"
         return d
 
     def _close_pass(self) -> None:
@@ -487,9 +461,10 @@ class RamSender:
                         self._throttle_down()
             if self.p.xbzrle:
                 it = int(self.c["iterations"])
-                if self.iterations_prev != it:
-                    self.c["xbzrle_cache_miss_rate"] = (self.c["xbzrle_cache_miss"] - self.xbzrle_cache_miss_prev) / (
-                        it - self.iterations_prev)
+                if self.iterations_prev != it and self.cache is not None:
+                    self.cache.counters.cache_miss_rate = (
+                        self.c["xbzrle_cache_miss"] - self.xbzrle_cache_miss_prev) / (it - self.iterations_prev)
+                    self._xbzrle_counters_to_c()
                 self.iterations_prev = it
                 self.xbzrle_cache_miss_prev = int(self.c["xbzrle_cache_miss"])
             self.time_last_bitmap_sync = end
@@ -499,6 +474,13 @@ class RamSender:
                          "dirty_sync_count": int(self.c["dirty_sync_count"]), "new_dirty": new,
                          "remaining": self.migration_dirty_pages, "time_ms": end})
         return new
+
+    def _xbzrle_counters_to_c(self) -> None:
+        """Mirror the cache's :class:`~ramlab.page_cache.XbzrleCounters` into the counter dict."""
+        xc = self.cache.counters  # type: ignore[union-attr]
+        c = self.c
+        c["xbzrle_cache_miss"], c["xbzrle_overflow"] = xc.cache_miss, xc.overflow
+        c["xbzrle_pages"], c["xbzrle_bytes"], c["xbzrle_cache_miss_rate"] = xc.pages, xc.bytes, xc.cache_miss_rate
 
     def _throttle_down(self) -> None:
         pct = self.p.cpu_throttle_initial if self.throttle == 0 else self.throttle + self.p.cpu_throttle_increment
@@ -542,11 +524,16 @@ class RamSender:
         return SenderResult(self.events, self._trace(), self._final_counters(), converged, self.now,
                             self.guest.ram(copy=False), self.log)
 
+    def _mem_size_record(self) -> ev.RamMemSize:
+        """The ``MEM_SIZE`` record of the setup section (the postcopy model adds page sizes)."""
+        return self.guest.mem_size()
+
     def _section(self, stype: int) -> None:
         if stype == QEMU_VM_SECTION_START:
             self._write(ev.SectionHeader(stype, self.section_id, "ram", 0, 4), 17)
-            self._write(self.guest.mem_size(), 8 + sum(1 + len(b.name.encode("latin-1")) + 8
-                                                          for b in self.guest.blocks))
+            ms = self._mem_size_record()
+            self._write(ms, 8 + sum(1 + len(b.name.encode("latin-1")) + 8 + (8 if b.page_size else 0)
+                                    for b in ms.blocks))
         else:
             self._write(ev.SectionHeader(stype, self.section_id, "ram"), 5)
         self._body_pos = self.pos
@@ -611,6 +598,8 @@ class RamSender:
         while True:
             if not last_stage and self.window_used > self.budget:
                 return LIMITED
+            if self._serve_queue(last_stage):
+                continue
             g = self.pss
             start = g
             if self.ram_bulk_stage and g < self.n and g > self.block_start[self.block_of[g]]:
@@ -619,11 +608,16 @@ class RamSender:
             left = max(self.budget - self.window_used, 0)
             k = _CHUNK_MAX if last_stage else int(min(_CHUNK_MAX, max(256, 2 * left // TPS + 64)))
             cand = self._next_dirty(min(start, self.n), stop, k)
+            if cand.size and self.ratio[self.block_of[cand[-1]]] > 1:
+                # ram_save_host_page sends the rest of the last host page without a rate-limit check
+                last = int(cand[-1])
+                he = int(self._host_end(cand[-1:])[0])
+                if he > last:
+                    cand = np.concatenate((cand, np.flatnonzero(self.bmap[last + 1 : he + 1]) + last + 1))
             if cand.size == 0:
                 if not self.complete_round:
-                    if not last_stage and len(self._passes) - self.repeats >= self.p.max_passes - 1:
-                        self.forced = True
-                        return FORCED
+                    if not last_stage and self._pass_limit_reached():
+                        return self._stop_status()
                     self._wrap()
                     continue
                 # one lap without finding anything: give up, leaving the search in the start block
@@ -640,13 +634,41 @@ class RamSender:
                 self._save_compressed(cand, last_stage)
             else:
                 self._save_chunk(cand, last_stage)
+            if self._stopping:
+                return self._stop_status()
+
+    def _serve_queue(self, last_stage: bool) -> bool:
+        """``get_queued_page``: send a requested host page first (postcopy); True if one was sent."""
+        return False
+
+    def _pass_limit(self) -> int:
+        """Precopy passes (trace count) after which no further one may start: ``max_passes - 1``."""
+        return self.p.max_passes - 1
+
+    def _pass_limit_reached(self) -> bool:
+        return len(self._passes) >= self._pass_limit()
+
+    def _stop_status(self) -> str:
+        """The iteration ends because the pass limit is reached: forced completion."""
+        self._stopping = False
+        self.forced = True
+        return FORCED
+
+    def _would_repeat(self, g: int, last_stage: bool) -> bool:
+        """Page ``g`` would start a repeat pass that the pass limit forbids: stop instead."""
+        if last_stage or self._new_pass or not self._passes or not self._passes[-1]["classes"][g]:
+            return False
+        if self._pass_limit_reached():
+            self._stopping = True
+            return True
+        return False
 
     def _repeat_pass(self) -> dict[str, Any]:
         """The page at the search position was re-dirtied and is sent again in the same lap
         (post-bulk the search includes ``last_page``): like the decoder, start a new pass."""
         self._new_pass = True
         self.repeats += 1
-        self._pass_kind_next = "complete" if self._completing else "precopy"
+        self._pass_kind_next = "complete" if self._completing else ("postcopy" if self.in_postcopy else "precopy")
         self.log.append({"pass": len(self._passes), "kind": "repeat", "time_ms": self._now_ms()})
         return self._open_pass_if_needed()
 
@@ -688,12 +710,12 @@ class RamSender:
 
     def _save_chunk(self, cand: np.ndarray, last_stage: bool) -> None:
         """Zero / XBZRLE / PAGE decisions for dirty pages ``cand`` (in search order), vectorised."""
-        use_xbzrle = self.p.xbzrle and not self.ram_bulk_stage
+        use_xbzrle = self.p.xbzrle and not self.ram_bulk_stage and not self.in_postcopy
         age = int(self.c["dirty_sync_count"])
         cache = self.cache
         if use_xbzrle:
             assert cache is not None
-            addr = self.guest.ram_page[cand]
+            addr = self.guest.ram_page[cand] * TPS  # ram_addr_t of each page: the cache key
             slot = cache.slot_of(addr)
             if cand.size > 1:  # cut before the first page that reuses a slot of this chunk
                 order = np.argsort(slot, kind="stable")
@@ -701,6 +723,9 @@ class RamSender:
                 dup = s[1:] == s[:-1]
                 if dup.any():
                     m = int(order[1:][dup].min())
+                    if self.ratio[self.block_of[cand[m]]] > 1:  # huge pages: cut at a host page start
+                        hs = np.flatnonzero(self._host_end(cand[:m]) != self._host_end(cand[m : m + 1])[0])
+                        m = int(hs[-1]) + 1 if hs.size else m  # (a cache smaller than a host page: as is)
                     cand, addr, slot = cand[:m], addr[:m], slot[:m]
         c0 = int(cand[0])
         if int(cand[-1]) - c0 + 1 == cand.size:  # contiguous: a view, rows are copied only when kept
@@ -731,7 +756,7 @@ class RamSender:
         named_sent = self._named(bidx[sent_i])
         nbytes[sent_i[named_sent]] += self.name_extra[bidx[sent_i[named_sent]]]
         k = self._cut(cand, nbytes, last_stage)
-        if k == 0:
+        if k == 0 or self._would_repeat(int(cand[0]), last_stage):
             return
         # ---- commit the first k pages
         d = self._open_pass_if_needed()
@@ -739,6 +764,7 @@ class RamSender:
             d = self._repeat_pass()
         cand, cls, nbytes, zero, data, bidx = cand[:k], cls[:k], nbytes[:k], zero[:k], data[:k], bidx[:k]
         self.bmap[cand] = False
+        self.unsent[cand] = False
         self.migration_dirty_pages -= k
         c = self.c
         n_zero = int(zero.sum())
@@ -751,23 +777,26 @@ class RamSender:
             addr, slot = addr[:k], slot[:k]
             hit_k = hit[:k]
             miss = ~zero & ~hit_k
-            c["xbzrle_cache_miss"] += int(miss.sum())
+            # the chunk's slots are distinct, so these batches decide as the sequential calls would
             zi = np.flatnonzero(zero)
-            ok = cache.insertable(slot[zi], addr[zi], age)
-            cache.store(slot[zi[ok]], addr[zi[ok]], None, age)
-            cache.age[slot[hit_k]] = age  # cache_is_cached refreshes the age of a hit
+            if zi.size:  # xbzrle_cache_zero_page: cache_insert of the zero page
+                cache.insert_batch(addr[zi], np.zeros((zi.size, TPS), np.uint8), age)
+            cache.lookup_batch(addr[~zero], age)  # cache_is_cached: a hit refreshes the slot's age
             xb_k = cls == PageClass.XBZRLE
             ov_k = cls == PageClass.XBZRLE_OVERFLOW
-            c["xbzrle_overflow"] += int(ov_k.sum())
+            xc = cache.counters
+            xc.cache_miss += int(miss.sum())
+            xc.overflow += int(ov_k.sum())
+            xc.pages += int(xb_k.sum())
+            xc.bytes += int(nbytes[xb_k].sum())
             c["xbzrle_unchanged"] += int(np.count_nonzero(cls == PageClass.XBZRLE_UNCHANGED))
-            c["xbzrle_pages"] += int(xb_k.sum())
-            c["xbzrle_bytes"] += int(nbytes[xb_k].sum())
+            self._xbzrle_counters_to_c()
             if not last_stage:
                 mi = np.flatnonzero(miss)
-                ok = cache.insertable(slot[mi], addr[mi], age)
-                cache.store(slot[mi[ok]], addr[mi[ok]], data[mi[ok]], age)
+                if mi.size:
+                    cache.insert_batch(addr[mi], data[mi], age)
                 upd = np.flatnonzero(xb_k | ov_k)
-                cache.data[slot[upd]] = data[upd]
+                cache.data[slot[upd]] = data[upd]  # the encoder's new page replaces the cached one
             if xb_k.any():
                 # payloads of the committed XBZRLE records, in page order
                 pos_in_hits = np.searchsorted(hit_i, np.flatnonzero(xb_k))
@@ -787,6 +816,13 @@ class RamSender:
             sent_b = bidx[counted]
             named = self._named(sent_b)
             self.last_sent_block = int(sent_b[-1])
+        if self.in_postcopy:  # classes as the decoder gives them: requested host pages, background PAGEs
+            if self._serving_request:
+                cls = np.full(k, PageClass.REQUESTED, np.uint8)
+                c["requested"] += k
+            else:
+                cls = np.where(cls == PageClass.NORMAL, PageClass.POSTCOPY, cls).astype(np.uint8)
+            c["postcopy_bytes"] += int(nbytes.sum())
         # trace
         d["classes"][cand] = cls
         d["wire"][cand] = nbytes
@@ -828,9 +864,12 @@ class RamSender:
                 return
             b = int(self.block_of[g])
             bstart = int(self.block_start[b])
+            if self._would_repeat(g, last_stage):
+                return
             if d["classes"][g]:
                 d = self._repeat_pass()
             self.bmap[g] = False
+            self.unsent[g] = False
             self.migration_dirty_pages -= 1
             c["pages_handled"] += 1
             if b != self.last_sent_block:
