@@ -232,6 +232,18 @@ def test_capture_plain_end_to_end(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "plain" / "meta.json").read_text())["cmdline_src"].startswith(
         "qemu-system-x86_64 -machine pc,accel=tcg -m 16")
 
+    # ramlab decodes the fresh capture: QEMU's counters and the RAM dump
+    import numpy as np
+
+    import ramlab
+
+    m = ramlab.open(tmp_path / "plain")
+    assert m.error is None
+    assert m.records["page"] == meta["query_migrate_final"]["ram"]["normal"]
+    assert m.records["zero"] == meta["query_migrate_final"]["ram"]["duplicate"]
+    diff = np.flatnonzero(m.ram("pc.ram") != np.frombuffer(ram, np.uint8))
+    assert not ((diff < 0xA0000) | (diff >= 0x100000)).any()
+
     # the loader check, used directly, and its error on a damaged stream
     (tmp_path / "s.bin").write_bytes(stream)
     assert load_stream_into_qemu(tmp_path / "s.bin", MachineSpec(ram_mib=16)) == ram
