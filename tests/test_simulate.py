@@ -312,3 +312,19 @@ def test_cli_param_reaches_the_workload():
     assert r.params["hot_fraction"] == 0.25
     with pytest.raises(ramlab.errors.SimulationError):
         parse_params(["nokey"])
+
+
+@pytest.mark.parametrize("kw", [
+    dict(workload="counters", xbzrle=True, bandwidth="8M"),
+    dict(workload="uniform", dirty_rate="64M", bandwidth="16M", max_passes=6),
+    dict(workload="hotset", compress=True, bandwidth="8M"),
+], ids=["xbzrle", "forced", "compress"])
+def test_decoded_passes_equal_simulated_passes(kw):
+    """Decoder and simulator cut the same passes (laps; the END section is the 'complete' pass)."""
+    r = ramlab.simulate(ram="16M", stream=True, **kw)
+    m = ramlab.open(r.stream)
+    assert m.trace.pass_kinds == r.trace.pass_kinds
+    sent = (r.trace.classes != 0) & (r.trace.classes != 4)  # XBZRLE_UNCHANGED pages are not sent
+    assert np.array_equal(m.trace.classes != 0, sent)
+    zero = r.trace.classes == 1
+    assert np.array_equal(m.trace.classes == 1, zero)

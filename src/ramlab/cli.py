@@ -94,8 +94,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"  {i:>4} {t.pass_kinds[i]:<9} {counts[i, PageClass.ZERO]:>8} {normal:>8} "
               f"{counts[i, PageClass.XBZRLE]:>8} {counts[i, PageClass.COMPRESSED]:>8} "
               f"{int(t.bytes_per_pass()[i]):>12,}")
-    if "provenance" in s:
-        print(f"provenance: {s['provenance']}")
+    prov = s.get("provenance")
+    if prov:
+        lo, hi = prov.get("min") or "?", prov.get("max")
+        print(f"written by: QEMU {lo}" + (f" .. {hi}" if hi else " or newer")
+              + f" (machine type {prov.get('machine_type')})")
+        for item in prov.get("evidence", []):
+            mark = "" if item.get("certain", True) else " (assumed)"
+            print(f"  - {item['reason']}{mark}")
     print("status: complete" if s["complete"] else f"status: DAMAGED: {s['error']}")
     return _report_error(m)
 

@@ -197,10 +197,12 @@ class Migration:
                     self._flush_xbzrle(tracker, block_index)
                     tracker.new_pass("postcopy")
                     new_pass_pending = False
-                if completing and tracker.kinds and tracker.kinds[-1] != "complete":
+                if completing and tracker._forced_kind != "complete":
+                    # the RAM END section (VM stopped) is one pass of its own, wraps or not
                     self._flush_xbzrle(tracker, block_index)
-                    tracker.mark_kind("complete")
+                    tracker.new_pass("complete")
                     tracker.force_kind("complete")
+                    tracker.split_on_wrap = False
                 try:
                     if isinstance(e, ev.RamXbzrle):
                         pend = self._xbzrle_pending

@@ -39,6 +39,7 @@ class PassTracker:
         self.counters: list[dict[str, int]] = []
         self.kind_for_new = "bulk"
         self._forced_kind: str | None = None
+        self.split_on_wrap = True  # False: only a repeated page starts a pass (completion stage)
 
     @property
     def current(self) -> int:
@@ -58,11 +59,6 @@ class PassTracker:
     def force_kind(self, kind: str | None) -> None:
         """Passes started from now on get this kind (e.g. 'postcopy' after the switch)."""
         self._forced_kind = kind
-
-    def mark_kind(self, kind: str) -> None:
-        """Relabel the current pass (e.g. 'complete' once the END section is reached)."""
-        if self.classes and self.kinds[-1] != "postcopy":
-            self.kinds[-1] = kind
 
     def count(self, name: str, n: int) -> None:
         if not self.classes:
@@ -91,7 +87,7 @@ class PassTracker:
                 back[0] = self.last_pos >= 0 and seg[0] <= self.last_pos
             rep = self.last_pass[seg] == cur
             # a page repeated inside this very segment also starts a new pass
-            brk = back | rep
+            brk = (back | rep) if self.split_on_wrap else rep.copy()
             if len(seg) > 1:
                 order = np.argsort(seg, kind="stable")
                 s = seg[order]
