@@ -4,7 +4,9 @@ The sender scans blocks in MEM_SIZE order and pages in increasing offset, so wit
 lap the (block, offset) position of successive records only grows. A new pass starts when
 the position goes back (the scan wrapped) or when a page comes again in the same pass.
 Multi-threaded compression reorders records a little (worker buffers are flushed late), so
-a ``reorder_window`` of pages tolerates small backward steps.
+a ``reorder_window`` of pages tolerates small backward steps. The RAM END section (the VM is
+stopped, every remaining dirty page goes out) is one 'complete' pass of its own: there the
+caller sets ``split_on_wrap = False``, as the simulator counts it.
 
     >>> import numpy as np
     >>> from ramlab.trace import BlockInfo, PageClass
