@@ -33,3 +33,27 @@ def guest_ram(folder: Path, name: str = "guest-ram.bin") -> np.ndarray:
 def outside_vga(diff_offsets: np.ndarray) -> np.ndarray:
     lo, hi = VGA_WINDOW
     return diff_offsets[(diff_offsets < lo) | (diff_offsets >= hi)]
+
+
+def decode_all(data, chunks=None, **kw):
+    """Decode ``data`` fed whole or in ``chunks`` (sizes); returns ``(events, error or None)``."""
+    from ramlab.errors import StreamError
+    from ramlab.wire.decoder import StreamDecoder
+
+    dec = StreamDecoder(**kw)
+    out = []
+    if chunks is None:
+        dec.feed(data)
+    else:
+        pos = 0
+        for n in chunks:
+            dec.feed(data[pos : pos + n])
+            out.extend(dec.next_events())
+            pos += n
+        dec.feed(data[pos:])
+    try:
+        dec.close()
+        out.extend(dec.events())
+    except StreamError as err:
+        return out, err
+    return out, None

@@ -8,7 +8,7 @@ import struct
 
 import numpy as np
 import pytest
-from _shared import CAPTURES, CAPTURES_Q10, SHARED, guest_ram, outside_vga, read_zst
+from _shared import CAPTURES, CAPTURES_Q10, SHARED, decode_all, guest_ram, outside_vga, read_zst
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,26 +24,6 @@ PRECOPY = ["idle-bios", "precopy-plain", "precopy-xbzrle", "precopy-compress"]
 
 def meta(folder):
     return json.loads((folder / "meta.json").read_text())
-
-
-def decode_all(data, chunks=None, **kw):
-    dec = StreamDecoder(**kw)
-    out = []
-    if chunks is None:
-        dec.feed(data)
-    else:
-        pos = 0
-        for n in chunks:
-            dec.feed(data[pos : pos + n])
-            out.extend(dec.next_events())
-            pos += n
-        dec.feed(data[pos:])
-    try:
-        dec.close()
-        out.extend(dec.events())
-    except StreamError as err:
-        return out, err
-    return out, None
 
 
 def flatten(events):

@@ -12,7 +12,7 @@ import struct
 
 import numpy as np
 import pytest
-from _shared import CAPTURES_Q10, DATA, guest_ram, outside_vga, read_zst
+from _shared import CAPTURES_Q10, DATA, decode_all, guest_ram, outside_vga, read_zst
 
 import ramlab
 from ramlab.cli import main
@@ -53,20 +53,10 @@ def main_stream(folder):
 
 
 def decode(data, chunks=None):
-    dec = StreamDecoder()
-    out = []
-    if chunks is None:
-        dec.feed(data)
-    else:
-        pos = 0
-        for n in chunks:
-            dec.feed(data[pos : pos + n])
-            out.extend(dec.next_events())
-            pos += n
-        dec.feed(data[pos:])
-    dec.close()
-    out.extend(dec.events())
-    return out
+    events, err = decode_all(data, chunks)
+    if err is not None:
+        raise err
+    return events
 
 
 @pytest.fixture(scope="module")

@@ -26,17 +26,14 @@ from .errors import RamlabError
 
 
 def _size(text: str) -> int:
-    """Parse sizes like ``256M``, ``4k``, ``1G``, ``4096``."""
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = 1
-    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)):
-        if t.endswith(suffix):
-            t, mult = t[:-1], m
-            break
+    """Parse sizes like ``256M``, ``4k``, ``1G``, ``4096`` (argparse type)."""
+    from .errors import SimulationError
+    from .simulate import parse_size
+
     try:
-        return int(float(t) * mult)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from exc
+        return parse_size(text)
+    except SimulationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -94,28 +94,26 @@ class Destination:
     # -------------------------------------------------------------- applying records
     def apply_pages(self, event: ev.RamPages) -> None:
         """Apply a run of ZERO or PAGE records (vectorised)."""
-        img = self.blocks[event.block]
-        idx = event.page_offsets // self.target_page_size
         if event.kind == RAM_SAVE_FLAG_ZERO:
             fill = event.fill
             assert fill is not None
             if not fill.any():
-                # QEMU skips the memset when the page is already zero: untouched pages stay free.
-                hit = idx[img.written[idx]]
-                if len(hit):
-                    img.pages[hit] = 0
-                    img.written[hit] = False
-            else:
-                img.pages[idx] = fill[:, None]
-                img.written[idx] = fill != 0
+                self.apply_zero_offsets(event.block, event.page_offsets)
+                return
+            img = self.blocks[event.block]
+            idx = event.page_offsets // self.target_page_size
+            img.pages[idx] = fill[:, None]
+            img.written[idx] = fill != 0
+            img.received[idx] = True
         else:
             assert event.data is not None
-            img.pages[idx] = event.data
-            img.written[idx] = True
-        img.received[idx] = True
+            self.apply_page_data(event.block, event.page_offsets, event.data)
 
     def apply_zero_offsets(self, block: str, page_offsets: np.ndarray) -> None:
-        """Zero pages sent inside multifd packets (QEMU >= 9.0)."""
+        """Zero pages (fill 0; also those inside multifd packets of QEMU >= 9.0).
+
+        QEMU skips the memset when the page is already zero: untouched pages stay free.
+        """
         img = self.blocks[block]
         idx = page_offsets // self.target_page_size
         hit = idx[img.written[idx]]
