@@ -328,3 +328,20 @@ def test_decoded_passes_equal_simulated_passes(kw):
     assert np.array_equal(m.trace.classes != 0, sent)
     zero = r.trace.classes == 1
     assert np.array_equal(m.trace.classes == 1, zero)
+
+
+def test_simulated_trace_keeps_xbzrle_page_contents_for_the_delta_view():
+    from ramlab.trace import PageClass
+    from ramlab.widgets import XbzrleDeltaView
+    from ramlab.xbzrle import encode_page
+
+    r = ramlab.simulate(ram="16M", workload="counters", xbzrle=True, bandwidth="8M")
+    hits = np.argwhere(r.trace.classes == PageClass.XBZRLE)
+    assert len(hits) > 0
+    for p, g in hits[:50]:
+        old, new = r.trace.page_bytes(int(p), int(g))
+        enc = encode_page(old, new)
+        assert enc and 8 + 3 + len(enc) == r.trace.wire_bytes[p, g]  # the record the sender wrote
+    p, g = map(int, hits[0])
+    view = XbzrleDeltaView(r.trace, p, g)
+    assert "sent as XBZRLE" in view.summary.value

@@ -97,6 +97,7 @@ from .guest import TARGET_PAGE_SIZE, Guest
 from .workloads import Workload
 
 TPS = TARGET_PAGE_SIZE
+SNAPSHOT_BYTES = 64 << 20  # page snapshots kept for XbzrleDeltaView
 XFER_LIMIT_RATIO = 10  # migration.c: rate limit = max-bandwidth / 10 per 100 ms window
 BUFFER_DELAY_S = 0.1
 CPU_THROTTLE_PCT_MIN, CPU_THROTTLE_PCT_MAX = 1, 99
@@ -318,6 +319,9 @@ class RamSender:
         self.section_id = ram_section_id
         self.switchover = switchover
         self.meta = dict(meta or {})
+        #: (pass, page) -> (cached old page, new page) of XBZRLE cache hits, for the delta view
+        self.snapshots: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.snapshot_budget = SNAPSHOT_BYTES
         n = guest.n_pages
         self.n = n
         self.block_of = np.repeat(np.arange(len(guest.blocks), dtype=np.int32), [b.n_pages for b in guest.blocks])
@@ -776,6 +780,8 @@ class RamSender:
         if use_xbzrle:
             addr, slot = addr[:k], slot[:k]
             hit_k = hit[:k]
+            if self.snapshot_budget > 0:
+                self._snapshot(np.flatnonzero(hit_k & ~zero), cand, slot, data)
             miss = ~zero & ~hit_k
             # the chunk's slots are distinct, so these batches decide as the sequential calls would
             zi = np.flatnonzero(zero)
@@ -925,6 +931,18 @@ class RamSender:
         out["laps"] = self.lap
         return out
 
+    def _snapshot(self, take: np.ndarray, cand: np.ndarray, slot: np.ndarray, data: Any) -> None:
+        """Keep (cache copy, new page) of XBZRLE hits before the cache is updated (bounded)."""
+        take = take[: self.snapshot_budget // (2 * TPS)]
+        if not take.size:
+            return
+        p = len(self._passes) - 1
+        olds = self.cache.data[slot[take]].copy()
+        news = np.array(data[take], dtype=np.uint8, copy=True)
+        for j, i in enumerate(take):
+            self.snapshots[(p, int(cand[i]))] = (olds[j], news[j])
+        self.snapshot_budget -= 2 * TPS * take.size
+
     def _trace(self) -> Trace:
         self._close_pass()
         ps = self._passes
@@ -951,4 +969,7 @@ class RamSender:
             **self.meta,
         }
         trace.events = list(self.log)
+        if self.snapshots:
+            snaps = self.snapshots
+            trace.page_bytes = lambda p, g: snaps.get((p, g), (None, None))
         return trace
