@@ -61,7 +61,7 @@ __all__ = [
 ULEB128_SMALL_MAX = 0x3FFF  # uleb128_encode_small asserts n <= 0x3fff
 
 _CHUNK_BYTES = 2 << 20  # page bytes per encode chunk: keeps temporaries cache-sized
-_DECODE_CHUNK_PAGES = 4096
+_DECODE_CHUNK_PAGES = 1024
 _DECODE_CHUNK_BYTES = 512 << 10  # encoded bytes per decode chunk
 
 BytesLike = bytes | bytearray | memoryview | np.ndarray
