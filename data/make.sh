@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 CAPTURE=${CAPTURE:-"python -m ramlab.capture"}
-rm -rf plain xbzrle compress multifd-zstd postcopy postcopy-hugepages
+rm -rf plain q35-plain xbzrle compress multifd-zstd postcopy postcopy-hugepages
 $CAPTURE plain --ram 16M
+$CAPTURE q35-plain --ram 16M --machine q35
 $CAPTURE xbzrle --ram 16M --xbzrle --cache-size 4M
 $CAPTURE compress --ram 16M --compress
 $CAPTURE multifd-zstd --ram 16M --multifd 2 --multifd-compression zstd

@@ -270,3 +270,15 @@ def test_memmap_images_equal_in_memory_images(tmp_path, monkeypatch):
     assert isinstance(b.destination.blocks["pc.ram"].pages, np.memmap)
     assert (tmp_path / "pc.ram.ramlab-image").stat().st_size == 64 << 20
     assert np.array_equal(a.ram("pc.ram"), b.ram("pc.ram"))
+
+
+def test_offset_with_top_bit_set_inside_a_run_is_illegal():
+    page = bytes(4096)
+    records = (struct.pack(">Q", 0x0008) + b"\x06pc.ram" + page
+               + struct.pack(">Q", 0x0022) + b"\x00"
+               + struct.pack(">Q", 0x1022) + b"\x00"
+               + struct.pack(">Q", (1 << 63) | 0x2022) + b"\x00"
+               + struct.pack(">Q", 0x10) + FOOT + b"\x00")
+    err = first_error(ram_stream(records))
+    assert "Illegal RAM offset" in str(err) and "0x8000000000002000" in str(err)
+    assert err.offset == len(HDR + CONF + RAM_START + memsize(("pc.ram", 0x4000))) + 8 + 7 + 4096 + 18

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..constants import QEMU_VM_SECTION_END
 from ..errors import StreamError
 from ..trace import PageClass
 from ..wire import events as ev
@@ -29,17 +30,22 @@ if TYPE_CHECKING:
     from .passes import PassTracker
 
 
-def split_main_by_epoch(events: list[ev.Event]) -> list[list[ev.Event]]:
-    """RAM page events of the main channel grouped by epoch."""
+def split_main_by_epoch(events: list[ev.Event]) -> tuple[list[list[ev.Event]], int | None]:
+    """RAM page events of the main channel grouped by epoch, and the epoch that the RAM END
+    section (VM stopped) opens when epochs follow sections (QEMU 7.2), else ``None``."""
     by_flush = any(isinstance(e, ev.RamMultifdFlush) for e in events)
     sync_type = ev.RamMultifdFlush if by_flush else ev.RamEos
     out: list[list[ev.Event]] = [[]]
+    end_epoch = None
     for e in events:
         if isinstance(e, sync_type):
             out.append([])
         elif isinstance(e, ev.RAM_PAGE_EVENTS):
             out[-1].append(e)
-    return out
+        elif (isinstance(e, ev.SectionHeader) and e.idstr == "ram" and e.section_type == QEMU_VM_SECTION_END
+              and not by_flush):
+            end_epoch = len(out) - 1
+    return out, end_epoch
 
 
 def decode_channels(m: Migration) -> list[list[tuple[int, Any]]]:
@@ -75,11 +81,15 @@ def apply_channels(m: Migration, tracker: PassTracker, block_index: dict[str, in
     dst = m.destination
     assert dst is not None
     tps = m.page_size
-    main = split_main_by_epoch(m.events)
+    main, end_epoch = split_main_by_epoch(m.events)
     channels = decode_channels(m)
     n_epochs = max([len(main)] + [p[-1][0] + 1 for p in channels if p])
     m.multifd_page_total = 0
     for k in range(n_epochs):
+        if k == end_epoch:  # the completion stage is one pass of its own (see model.passes)
+            tracker.new_pass("complete")
+            tracker.force_kind("complete")
+            tracker.split_on_wrap = False
         g_parts, c_parts, b_parts = [], [], []
         for e in main[k] if k < len(main) else []:
             bi = block_index[e.block]

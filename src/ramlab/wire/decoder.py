@@ -909,15 +909,16 @@ class StreamDecoder:
         offsets[0] = addr
         if n > 1:
             words = np.ndarray((n - 1,), dtype=">u8", buffer=self._mv, offset=at + stride, strides=(stride,))
-            offsets[1:] = words & np.uint64(0xFFFFFFFFFFFFFFFF ^ (tps - 1))
+            raw = words & np.uint64(0xFFFFFFFFFFFFFFFF ^ (tps - 1))
             used = self.blocks[block].used_length
-            bad = offsets >= used
+            bad = raw >= np.uint64(used)  # compared unsigned: a flipped top bit is no negative offset
             if bad.any():
-                i = int(np.argmax(bad))
+                i = int(np.argmax(bad)) + 1
                 raise self._err(
                     "Illegal RAM offset", at + i * stride, f"< used_length 0x{used:x} of {block!r}",
-                    f"0x{int(offsets[i]):x}",
+                    f"0x{int(raw[i - 1]):x}",
                 )
+            offsets[1:] = raw
         if not named:
             self._pos = at + n * stride
         data = np.ndarray((n, payload), dtype=np.uint8, buffer=self._mv, offset=data_at, strides=(stride, 1))
