@@ -3,8 +3,8 @@
 
 Usage (root; the chroot lives outside the repository and is never committed)::
 
-    debootstrap --variant=minbase --include=qemu-system-x86 trixie /work/trixie http://deb.debian.org/debian
-    .venv/bin/python scripts/capture_q10.py data/q10 --chroot /work/trixie            # all captures
+    debootstrap --variant=minbase --include=qemu-system-x86 trixie ../trixie http://deb.debian.org/debian
+    .venv/bin/python scripts/capture_q10.py data/q10 --chroot ../trixie            # all captures
     .venv/bin/python scripts/capture_q10.py data/q10 --only mapped-ram                 # one of them
 
 How QEMU 10 runs: host ``/tmp`` (where :mod:`ramlab.capture` makes its work folders), ``/dev`` and
@@ -52,7 +52,7 @@ from ramlab.capture.qemu import (
 )
 from ramlab.capture.run import _wait_guest, _zstd_write, capture
 
-DEFAULT_ROOT = Path("/work/trixie")
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "trixie"  # a chroot beside the repository
 ALL = ("mapped-ram", "mapped-ram-multifd", "xbzrle", "postcopy")
 DEFAULT = ("mapped-ram", "xbzrle", "postcopy")  # committed in data/q10 (size budget); multifd variant on demand
 
