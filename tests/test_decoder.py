@@ -282,3 +282,17 @@ def test_offset_with_top_bit_set_inside_a_run_is_illegal():
     err = first_error(ram_stream(records))
     assert "Illegal RAM offset" in str(err) and "0x8000000000002000" in str(err)
     assert err.offset == len(HDR + CONF + RAM_START + memsize(("pc.ram", 0x4000))) + 8 + 7 + 4096 + 18
+
+
+def test_xbzrle_after_postcopy_listen_is_rejected():
+    listen = b"\x08" + struct.pack(">HH", 4, 0)
+    advise = b"\x08" + struct.pack(">HHQQ", 3, 16, 0x1000, 0x1000)
+    part = b"\x02" + struct.pack(">I", 2)
+    xb = struct.pack(">Q", 0x40) + b"\x06pc.ram" + b"\x01" + struct.pack(">H", 2) + b"\x01\x01"
+    stream = (HDR + CONF + advise + RAM_START + memsize(("pc.ram", 0x4000)) + struct.pack(">Q", 0x10) + FOOT
+              + listen + part + xb)
+    err = first_error(stream)
+    assert "XBZRLE page while postcopy is running" in str(err)
+    ok = stream[: -len(xb)] + struct.pack(">Q", 0x02) + b"\x06pc.ram" + b"\x00" + struct.pack(">Q", 0x10) + FOOT
+    _, err = decode_all(ok + b"\x00")
+    assert err is None

@@ -659,8 +659,10 @@ class StreamDecoder:
         addr = word & ~(tps - 1)
         kind = flags & ~RAM_SAVE_FLAG_CONTINUE
         if flags & _PAGE_KINDS:
-            if kind == RAM_SAVE_FLAG_COMPRESS_PAGE and self.postcopy_listening:
-                pass  # modern QEMU accepts compressed pages in postcopy too
+            if self.postcopy_listening and kind == RAM_SAVE_FLAG_XBZRLE:
+                # after LISTEN QEMU loads with ram_load_postcopy: ZERO, PAGE (and, modern, COMPRESS_PAGE)
+                raise self._err("XBZRLE page while postcopy is running", at, "ZERO or PAGE records",
+                                f"flags 0x{flags:x}")
             block, named = self._ram_block(flags, at)
             entry = self.blocks[block]
             if addr >= entry.used_length:
