@@ -14,6 +14,7 @@ and shows ``m.player()``; pass other code to :func:`make_player_notebook` to cha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -169,81 +170,93 @@ def jupyter_lab(tmp_path):
             proc.wait(timeout=5)
 
 
+@contextlib.contextmanager
+def run_notebook_in_lab(sync_api, lab, notebook: str, viewport: dict, timings: dict, failure_png: str):
+    """Open ``notebook`` in the running JupyterLab in Chromium and run all its cells.
+
+    Yields ``(page, console)``; on an exception saves ``failure_png`` and prints the browser
+    console and the server log. ``timings`` gets ``lab_open_s``.
+    """
+    url, token, _root, log = lab
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport=viewport)
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+        try:
+            t0 = time.perf_counter()
+            page.goto(f"{url}/lab/tree/{notebook}?token={token}")
+            page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
+            page.wait_for_function(KERNEL_IDLE_JS, timeout=60_000)
+            timings["lab_open_s"] = round(time.perf_counter() - t0, 1)
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            yield page, console
+        except Exception:
+            page.screenshot(path=str(SCREENSHOTS / failure_png))
+            print("console:\n" + "\n".join(console[-40:]))
+            print("lab log:\n" + log.read_text()[-3000:])
+            raise
+        finally:
+            browser.close()
+
+
 def test_player_in_jupyterlab(jupyter_lab):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); never `playwright install`")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
     url, token, root, log = jupyter_lab
     make_player_notebook(root / "player.ipynb")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    timings = {}
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        console: list[str] = []
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-        try:
-            t0 = time.perf_counter()
-            page.goto(f"{url}/lab/tree/player.ipynb?token={token}")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
-            page.wait_for_function(KERNEL_IDLE_JS, timeout=60_000)
-            timings["lab_open_s"] = round(time.perf_counter() - t0, 1)
+    timings: dict[str, float] = {}
+    with run_notebook_in_lab(sync_api, jupyter_lab, "player.ipynb", {"width": 1400, "height": 1000},
+                             timings, "player-failure.png") as (page, console):
+        t0 = time.perf_counter()
+        handle = page.locator(".jp-OutputArea-output .widget-slider .noUi-handle").first
+        handle.wait_for(state="visible", timeout=60_000)
+        page.wait_for_function(f"({CANVAS_HASH_JS})().split(',').length >= 3", timeout=60_000)
+        page.wait_for_function(KERNEL_IDLE_JS, timeout=60_000)
+        page.wait_for_timeout(800)  # let bokeh finish painting
+        timings["run_all_to_widget_s"] = round(time.perf_counter() - t0, 1)
+        out = page.locator(".jp-OutputArea-output:has(.widget-slider)").first
+        out.scroll_into_view_if_needed()
+        out.screenshot(path=str(SCREENSHOTS / "player-pass0.png"))
+        assert page.evaluate(ERRORS_JS) == []
 
-            t0 = time.perf_counter()
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            handle = page.locator(".jp-OutputArea-output .widget-slider .noUi-handle").first
-            handle.wait_for(state="visible", timeout=60_000)
-            page.wait_for_function(f"({CANVAS_HASH_JS})().split(',').length >= 3", timeout=60_000)
-            page.wait_for_function(KERNEL_IDLE_JS, timeout=60_000)
-            page.wait_for_timeout(800)  # let bokeh finish painting
-            timings["run_all_to_widget_s"] = round(time.perf_counter() - t0, 1)
-            out = page.locator(".jp-OutputArea-output:has(.widget-slider)").first
-            out.scroll_into_view_if_needed()
-            out.screenshot(path=str(SCREENSHOTS / "player-pass0.png"))
-            assert page.evaluate(ERRORS_JS) == []
+        # keyboard: focus the slider, ArrowRight -> pass 1 -> canvas pixels change
+        h0 = page.evaluate(CANVAS_HASH_JS)
+        handle.focus()
+        t0 = time.perf_counter()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(f"({CANVAS_HASH_JS})() !== {json.dumps(h0)}", polling="raf",
+                               timeout=30_000)
+        timings["key_to_canvas_change_ms"] = round((time.perf_counter() - t0) * 1e3)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.jp-OutputArea-output .widget-readout')]"
+            ".some(e => e.innerText.trim() === '1')", timeout=10_000)
+        page.wait_for_timeout(500)
+        out.screenshot(path=str(SCREENSHOTS / "player-pass1.png"))
+        h1 = page.evaluate(CANVAS_HASH_JS)
+        assert h1 != h0
+        assert "pass 1" in out.inner_text()
 
-            # keyboard: focus the slider, ArrowRight -> pass 1 -> canvas pixels change
-            h0 = page.evaluate(CANVAS_HASH_JS)
-            handle.focus()
-            t0 = time.perf_counter()
-            page.keyboard.press("ArrowRight")
-            page.wait_for_function(f"({CANVAS_HASH_JS})() !== {json.dumps(h0)}", polling="raf",
-                                   timeout=30_000)
-            timings["key_to_canvas_change_ms"] = round((time.perf_counter() - t0) * 1e3)
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.jp-OutputArea-output .widget-readout')]"
-                ".some(e => e.innerText.trim() === '1')", timeout=10_000)
-            page.wait_for_timeout(500)
-            out.screenshot(path=str(SCREENSHOTS / "player-pass1.png"))
-            h1 = page.evaluate(CANVAS_HASH_JS)
-            assert h1 != h0
-            assert "pass 1" in out.inner_text()
-
-            # box zoom on the page map: the RangesUpdate event reaches Python, which re-renders
-            box = page.evaluate(BITMAP_CANVAS_BOX_JS)
-            assert box is not None, "bitmap canvas not found"
-            x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
-            page.mouse.move(x0, y0)
-            page.mouse.down()
-            page.mouse.move(x0 + 60, y0 + 40, steps=8)
-            page.mouse.up()
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.jp-OutputArea-output .widget-html')]"
-                ".some(e => e.innerText.includes('full resolution') && e.innerText.includes('rows'))",
-                timeout=30_000)
-            page.wait_for_timeout(500)
-            out.screenshot(path=str(SCREENSHOTS / "player-zoomed.png"))
-            assert page.evaluate(CANVAS_HASH_JS) != h1
-            errors = page.evaluate(ERRORS_JS)
-            assert errors == [], errors
-        except Exception:
-            page.screenshot(path=str(SCREENSHOTS / "player-failure.png"))
-            print("console:\n" + "\n".join(console[-40:]))
-            print("lab log:\n" + log.read_text()[-3000:])
-            raise
-        finally:
-            browser.close()
+        # box zoom on the page map: the RangesUpdate event reaches Python, which re-renders
+        box = page.evaluate(BITMAP_CANVAS_BOX_JS)
+        assert box is not None, "bitmap canvas not found"
+        x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + 60, y0 + 40, steps=8)
+        page.mouse.up()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.jp-OutputArea-output .widget-html')]"
+            ".some(e => e.innerText.includes('full resolution') && e.innerText.includes('rows'))",
+            timeout=30_000)
+        page.wait_for_timeout(500)
+        out.screenshot(path=str(SCREENSHOTS / "player-zoomed.png"))
+        assert page.evaluate(CANVAS_HASH_JS) != h1
+        errors = page.evaluate(ERRORS_JS)
+        assert errors == [], errors
     print("browser timings:", json.dumps(timings))
     page_errors = [c for c in console if c.startswith("pageerror")]
     assert page_errors == [], page_errors

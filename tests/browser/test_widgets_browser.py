@@ -31,6 +31,7 @@ from test_player_browser import (  # noqa: F401  (jupyter_lab is a fixture used 
     REPO,
     SCREENSHOTS,
     jupyter_lab,
+    run_notebook_in_lab,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -150,115 +151,95 @@ def test_all_widgets_in_jupyterlab(jupyter_lab):  # noqa: F811 - the imported fi
     pytest.importorskip("PIL", reason="pillow is needed to keep the screenshots small")
     url, token, root, log = jupyter_lab
     make_widgets_notebook(root / "widgets.ipynb")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     shots: dict[str, Path] = {}
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1900})
-        console: list[str] = []
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-        try:
-            t0 = time.perf_counter()
-            page.goto(f"{url}/lab/tree/widgets.ipynb?token={token}")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
-            page.wait_for_function(KERNEL_IDLE_JS, timeout=60_000)
-            timings["lab_open_s"] = round(time.perf_counter() - t0, 1)
+    with run_notebook_in_lab(sync_api, jupyter_lab, "widgets.ipynb", {"width": 1500, "height": 1900},
+                             timings, "widgets-failure.png") as (page, console):
+        t0 = time.perf_counter()
+        for name in WIDGET_CELLS:
+            page.wait_for_selector(f".shot-{name}", state="attached", timeout=90_000)
+        page.wait_for_function(KERNEL_IDLE_JS, timeout=90_000)
+        for name in CANVAS_WIDGETS:
+            page.locator(f".shot-{name}").first.scroll_into_view_if_needed()
+            page.wait_for_function(f"({WIDGET_CANVASES_JS})('.shot-{name}').drawn >= 1", timeout=30_000)
+        timings["run_all_to_widgets_s"] = round(time.perf_counter() - t0, 1)
+        errors = page.evaluate(ERRORS_JS)
+        assert errors == [], errors
 
-            t0 = time.perf_counter()
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            for name in WIDGET_CELLS:
-                page.wait_for_selector(f".shot-{name}", state="attached", timeout=90_000)
-            page.wait_for_function(KERNEL_IDLE_JS, timeout=90_000)
-            for name in CANVAS_WIDGETS:
-                page.locator(f".shot-{name}").first.scroll_into_view_if_needed()
-                page.wait_for_function(f"({WIDGET_CANVASES_JS})('.shot-{name}').drawn >= 1", timeout=30_000)
-            timings["run_all_to_widgets_s"] = round(time.perf_counter() - t0, 1)
-            errors = page.evaluate(ERRORS_JS)
-            assert errors == [], errors
+        # every bokeh widget drew pixels; the inspector lists rows and shows the error
+        for name in CANVAS_WIDGETS:
+            info = page.evaluate(f"({WIDGET_CANVASES_JS})('.shot-{name}')")
+            assert info["found"] and info["drawn"] >= 1, (name, info)
+        ins = page.locator(".shot-stream_inspector").first
+        n_options = ins.locator(".widget-select select option").count()  # the record list (a window)
+        assert n_options >= 10, n_options
+        assert "records)" in ins.inner_text()
+        assert "decoding stopped" in ins.inner_text()
+        assert "jump to error" in ins.inner_text()
+        plan = page.locator(".shot-postcopy_discard_plan").first
+        assert plan.locator("table tr").count() >= 2  # the command table
+        assert "POSTCOPY_RAM_DISCARD" in page.locator(".shot-postcopy_discard_view").first.inner_text()
+        assert "agree" in page.locator(".shot-postcopy_discard_view").first.inner_text()
+        assert "encoded" in page.locator(".shot-xbzrle_delta_view").first.inner_text()
 
-            # every bokeh widget drew pixels; the inspector lists rows and shows the error
-            for name in CANVAS_WIDGETS:
-                info = page.evaluate(f"({WIDGET_CANVASES_JS})('.shot-{name}')")
-                assert info["found"] and info["drawn"] >= 1, (name, info)
-            ins = page.locator(".shot-stream_inspector").first
-            n_options = ins.locator(".widget-select select option").count()  # the record list (a window)
-            assert n_options >= 10, n_options
-            assert "records)" in ins.inner_text()
-            assert "decoding stopped" in ins.inner_text()
-            assert "jump to error" in ins.inner_text()
-            plan = page.locator(".shot-postcopy_discard_plan").first
-            assert plan.locator("table tr").count() >= 2  # the command table
-            assert "POSTCOPY_RAM_DISCARD" in page.locator(".shot-postcopy_discard_view").first.inner_text()
-            assert "agree" in page.locator(".shot-postcopy_discard_view").first.inner_text()
-            assert "encoded" in page.locator(".shot-xbzrle_delta_view").first.inner_text()
+        # player: keyboard on the pass slider -> the canvases below the player change
+        player = page.locator(".shot-migration_player").first
+        player.scroll_into_view_if_needed()
+        h0 = page.evaluate(f"({WIDGET_CANVASES_JS})('.shot-migration_player')")["hash"]
+        handle = player.locator(".widget-slider .noUi-handle").first
+        handle.focus()
+        t0 = time.perf_counter()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            f"({WIDGET_CANVASES_JS})('.shot-migration_player').hash !== {json.dumps(h0)}",
+            polling="raf", timeout=30_000)
+        timings["key_to_canvas_change_ms"] = round((time.perf_counter() - t0) * 1e3)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.shot-migration_player .widget-readout')]"
+            ".some(e => e.innerText.trim() === '1')", timeout=10_000)
+        page.wait_for_timeout(400)
+        assert "pass 1" in player.inner_text()
 
-            # player: keyboard on the pass slider -> the canvases below the player change
-            player = page.locator(".shot-migration_player").first
-            player.scroll_into_view_if_needed()
-            h0 = page.evaluate(f"({WIDGET_CANVASES_JS})('.shot-migration_player')")["hash"]
-            handle = player.locator(".widget-slider .noUi-handle").first
-            handle.focus()
-            t0 = time.perf_counter()
-            page.keyboard.press("ArrowRight")
-            page.wait_for_function(
-                f"({WIDGET_CANVASES_JS})('.shot-migration_player').hash !== {json.dumps(h0)}",
-                polling="raf", timeout=30_000)
-            timings["key_to_canvas_change_ms"] = round((time.perf_counter() - t0) * 1e3)
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.shot-migration_player .widget-readout')]"
-                ".some(e => e.innerText.trim() === '1')", timeout=10_000)
-            page.wait_for_timeout(400)
-            assert "pass 1" in player.inner_text()
+        # bitmap: box zoom (Python re-renders at full resolution), then the reset tool -> whole RAM again
+        bm = page.locator(".shot-bitmap_view").first
+        bm.scroll_into_view_if_needed()
+        hb0 = page.evaluate(f"({WIDGET_CANVASES_JS})('.shot-bitmap_view')")["hash"]
+        box = bm.locator(".bk-Canvas, .bk-canvas").first.bounding_box() or bm.bounding_box()
+        x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + 80, y0 + 40, steps=8)
+        page.mouse.up()
+        page.wait_for_function(
+            "() => document.querySelector('.shot-bitmap_view').innerText.includes('rows ')", timeout=30_000)
+        page.wait_for_function(
+            f"({WIDGET_CANVASES_JS})('.shot-bitmap_view').hash !== {json.dumps(hb0)}", timeout=30_000)
+        hb1 = page.evaluate(f"({WIDGET_CANVASES_JS})('.shot-bitmap_view')")["hash"]
+        reset = page.evaluate("""() => {  // where bokeh's reset tool is (inside shadow DOM)
+          const walk = (root) => { for (const el of root.querySelectorAll('*')) {
+              if (el.classList && [...el.classList].some(c => c.includes('reset'))) {
+                const r = el.getBoundingClientRect(); return {x: r.x + r.width / 2, y: r.y + r.height / 2}; }
+              if (el.shadowRoot) { const f = walk(el.shadowRoot); if (f) return f; } } return null; };
+          return walk(document.querySelector('.shot-bitmap_view')); }""")
+        assert reset is not None, "reset tool not found"
+        page.mouse.click(reset["x"], reset["y"])
+        page.mouse.move(5, 5)  # no tooltip in the screenshot
+        page.wait_for_function(
+            "() => document.querySelector('.shot-bitmap_view').innerText.includes('all RAM')", timeout=30_000)
+        page.wait_for_function(
+            f"({WIDGET_CANVASES_JS})('.shot-bitmap_view').hash !== {json.dumps(hb1)}", timeout=30_000)
 
-            # bitmap: box zoom (Python re-renders at full resolution), then the reset tool -> whole RAM again
-            bm = page.locator(".shot-bitmap_view").first
-            bm.scroll_into_view_if_needed()
-            hb0 = page.evaluate(f"({WIDGET_CANVASES_JS})('.shot-bitmap_view')")["hash"]
-            box = bm.locator(".bk-Canvas, .bk-canvas").first.bounding_box() or bm.bounding_box()
-            x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
-            page.mouse.move(x0, y0)
-            page.mouse.down()
-            page.mouse.move(x0 + 80, y0 + 40, steps=8)
-            page.mouse.up()
-            page.wait_for_function(
-                "() => document.querySelector('.shot-bitmap_view').innerText.includes('rows ')", timeout=30_000)
-            page.wait_for_function(
-                f"({WIDGET_CANVASES_JS})('.shot-bitmap_view').hash !== {json.dumps(hb0)}", timeout=30_000)
-            hb1 = page.evaluate(f"({WIDGET_CANVASES_JS})('.shot-bitmap_view')")["hash"]
-            reset = page.evaluate("""() => {  // where bokeh's reset tool is (inside shadow DOM)
-              const walk = (root) => { for (const el of root.querySelectorAll('*')) {
-                  if (el.classList && [...el.classList].some(c => c.includes('reset'))) {
-                    const r = el.getBoundingClientRect(); return {x: r.x + r.width / 2, y: r.y + r.height / 2}; }
-                  if (el.shadowRoot) { const f = walk(el.shadowRoot); if (f) return f; } } return null; };
-              return walk(document.querySelector('.shot-bitmap_view')); }""")
-            assert reset is not None, "reset tool not found"
-            page.mouse.click(reset["x"], reset["y"])
-            page.mouse.move(5, 5)  # no tooltip in the screenshot
-            page.wait_for_function(
-                "() => document.querySelector('.shot-bitmap_view').innerText.includes('all RAM')", timeout=30_000)
-            page.wait_for_function(
-                f"({WIDGET_CANVASES_JS})('.shot-bitmap_view').hash !== {json.dumps(hb1)}", timeout=30_000)
+        # inspector: pick another row, then "jump to error" selects the ERROR row again
+        ins.scroll_into_view_if_needed()
+        ins.locator(".widget-select select").first.select_option(index=3)
+        error_shown = "() => /row \\d+: ERROR/.test(document.querySelector('.shot-stream_inspector').innerText)"
+        page.wait_for_function(f"() => !({error_shown})()", timeout=10_000)
+        ins.get_by_role("button", name="jump to error").click()
+        page.wait_for_function(error_shown, timeout=10_000)
 
-            # inspector: pick another row, then "jump to error" selects the ERROR row again
-            ins.scroll_into_view_if_needed()
-            ins.locator(".widget-select select").first.select_option(index=3)
-            error_shown = "() => /row \\d+: ERROR/.test(document.querySelector('.shot-stream_inspector').innerText)"
-            page.wait_for_function(f"() => !({error_shown})()", timeout=10_000)
-            ins.get_by_role("button", name="jump to error").click()
-            page.wait_for_function(error_shown, timeout=10_000)
-
-            for name in WIDGET_CELLS:
-                shots[name] = _shoot(page, name)
-            assert page.evaluate(ERRORS_JS) == []
-        except Exception:
-            page.screenshot(path=str(SCREENSHOTS / "widgets-failure.png"))
-            print("console:\n" + "\n".join(console[-40:]))
-            print("lab log:\n" + log.read_text()[-3000:])
-            raise
-        finally:
-            browser.close()
+        for name in WIDGET_CELLS:
+            shots[name] = _shoot(page, name)
+        assert page.evaluate(ERRORS_JS) == []
     sizes = {name: p.stat().st_size for name, p in shots.items()}
     print("browser timings:", json.dumps(timings), "screenshot bytes:", json.dumps(sizes))
     print("console errors:\n" + "\n".join(c for c in console if c.startswith(("error", "pageerror"))))
