@@ -36,7 +36,6 @@ from bokeh.models import (
     Div,
     HoverTool,
     LinearColorMapper,
-    NumeralTickFormatter,
     Range1d,
     SingleIntervalTicker,
     Slider,
@@ -44,8 +43,8 @@ from bokeh.models import (
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
-from .trace import CLASS_NAMES, N_CLASSES, PageClass, Trace
-from .widgets._common import CLASS_COLORS, PALETTE
+from .trace import CLASS_NAMES, N_CLASSES, Trace
+from .widgets._common import PALETTE, pass_bar_figures
 from .widgets.reduce import NO_PAGE, page_grid, reduce_classes
 
 __all__ = ["write_report", "report_html", "pass_images"]
@@ -190,29 +189,7 @@ def _map_figure(trace: Trace, images: list[np.ndarray], grid: tuple[int, int], f
 
 def _bar_figures(trace: Trace, counts: np.ndarray, nbytes: np.ndarray, width: int = 460):
     n = trace.n_passes
-    passes = np.arange(n)
-    sent = [k for k in range(1, N_CLASSES) if counts[:, k].any()]
-    names = [CLASS_NAMES[k] for k in sent]
-    data: dict[str, Any] = {"pass": passes, "kind": trace.pass_kinds, "bytes": nbytes.astype(np.float64)}
-    for k in sent:
-        data[CLASS_NAMES[k]] = counts[:, k]
-    src = ColumnDataSource(data)
-    tools = "xpan,xwheel_zoom,reset,hover,save"
-    f1 = figure(width=width, height=260, title="pages sent per pass, by class", tools=tools,
-                x_axis_label="pass", toolbar_location="right")
-    if names:
-        f1.vbar_stack(names, x="pass", width=0.8, source=src,
-                      color=[CLASS_COLORS[PageClass(k)] for k in sent], legend_label=names)
-        f1.legend.label_text_font_size = "8pt"
-        f1.legend.background_fill_alpha = 0.6
-    f1.hover.tooltips = [("pass", "@pass (@kind)"), ("class", "$name"), ("pages", "@$name{0,0}")]
-    f1.yaxis.formatter = NumeralTickFormatter(format="0.[0]a")
-    f2 = figure(width=width, height=200, title="bytes of page records per pass", tools=tools,
-                x_range=f1.x_range, x_axis_label="pass")
-    f2.vbar(x="pass", top="bytes", width=0.8, source=src, color="#4c72b0")
-    f2.hover.tooltips = [("pass", "@pass (@kind)"), ("bytes", "@bytes{0,0}")]
-    f2.yaxis.formatter = NumeralTickFormatter(format="0.[0]b")
-    f2.y_range.start = 0
+    _, f1, f2 = pass_bar_figures(trace, counts, nbytes, width=width, heights=(260, 200))
     boxes = []
     for f in (f1, f2):
         f.xgrid.visible = False

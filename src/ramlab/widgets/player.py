@@ -12,8 +12,8 @@ from bokeh.models import BoxAnnotation, ColumnDataSource, NumeralTickFormatter, 
 from bokeh.plotting import figure
 from jupyter_bokeh import BokehModel
 
-from ramlab.trace import CLASS_NAMES, N_CLASSES, PageClass, Trace
-from ramlab.widgets._common import CLASS_COLORS, setup, swatch
+from ramlab.trace import CLASS_NAMES, N_CLASSES, Trace
+from ramlab.widgets._common import pass_bar_figures, setup, swatch
 from ramlab.widgets.bitmap import BitmapView
 
 __all__ = ["MigrationPlayer", "convergence_threshold_pages"]
@@ -104,31 +104,8 @@ class MigrationPlayer(W.VBox):
     def _build_charts(self, width: int) -> column:
         t, n = self.trace, self.trace.n_passes
         passes = np.arange(n)
-        sent = [k for k in range(1, N_CLASSES) if self._counts[:, k].any()]
-        names = [CLASS_NAMES[k] for k in sent]
-        data = {"pass": passes, "kind": t.pass_kinds}
-        for k in sent:
-            data[CLASS_NAMES[k]] = self._counts[:, k]
-        data["MiB"] = self._bytes / 2**20
-        src = ColumnDataSource(data)
         tools = "xpan,xwheel_zoom,reset,hover,save"
-
-        f1 = figure(width=width, height=210, title="pages sent per pass, by class", tools=tools,
-                    x_axis_label="pass", toolbar_location="right")
-        if names:
-            f1.vbar_stack(names, x="pass", width=0.8, source=src,
-                          color=[CLASS_COLORS[PageClass(k)] for k in sent], legend_label=names)
-            f1.legend.label_text_font_size = "8pt"
-            f1.legend.location = "top_right"
-            f1.legend.background_fill_alpha = 0.6
-        f1.hover.tooltips = [("pass", "@pass (@kind)"), ("class", "$name"), ("pages", "@$name{0,0}")]
-        f1.yaxis.formatter = NumeralTickFormatter(format="0.[0]a")
-
-        f2 = figure(width=width, height=170, title="bytes of page records per pass (MiB)", tools=tools,
-                    x_range=f1.x_range, x_axis_label="pass")
-        f2.vbar(x="pass", top="MiB", width=0.8, source=src, color="#4c72b0")
-        f2.hover.tooltips = [("pass", "@pass (@kind)"), ("MiB", "@MiB{0.000}")]
-        f2.y_range.start = 0
+        _, f1, f2 = pass_bar_figures(t, self._counts, self._bytes, width=width)
         figs = [f1, f2]
 
         remaining = t.counters.get("remaining")
