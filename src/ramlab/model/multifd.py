@@ -103,7 +103,7 @@ def apply_channels(m: Migration, tracker: PassTracker, block_index: dict[str, in
                 b_parts.append(np.full(n, 9 if is_zero else 8 + tps, np.uint32))
             else:
                 m._apply_page_event(e, tracker, bi, False, {})
-        seen: set[tuple[str, int]] = set()
+        normal_g, normal_b = [], []  # multifd normal pages of this epoch (global index, bytes per page)
         for pairs in channels:
             for epoch, pkt in pairs:
                 if epoch != k:
@@ -125,20 +125,22 @@ def apply_channels(m: Migration, tracker: PassTracker, block_index: dict[str, in
                 m.multifd_page_total += pkt.normal_pages
                 if pkt.normal_pages:
                     dst.apply_page_data(block, pkt.normal_offsets, pkt.pages)
-                    keys = [(block, int(o)) for o in pkt.normal_offsets]
-                    fresh = np.array([key not in seen for key in keys], dtype=bool)
-                    seen.update(keys)
-                    m.records["page"] += int(fresh.sum())
-                    per_page = pkt.payload_len // pkt.normal_pages
-                    g_parts.append(pkt.normal_offsets[fresh] // tps + tracker.blocks[block_index[block]].offset)
-                    c_parts.append(np.full(int(fresh.sum()), PageClass.NORMAL, np.uint8))
-                    b_parts.append(np.full(int(fresh.sum()), per_page, np.uint32))
+                    normal_g.append(pkt.normal_offsets // tps + tracker.blocks[block_index[block]].offset)
+                    normal_b.append(np.full(pkt.normal_pages, pkt.payload_len // pkt.normal_pages, np.uint32))
                 if pkt.zero_pages:
                     dst.apply_zero_offsets(block, pkt.zero_offsets)
                     m.records["zero"] += pkt.zero_pages
                     g_parts.append(pkt.zero_offsets // tps + tracker.blocks[block_index[block]].offset)
                     c_parts.append(np.full(pkt.zero_pages, PageClass.ZERO, np.uint8))
                     b_parts.append(np.full(pkt.zero_pages, 8, np.uint32))
+        if normal_g:
+            # a page sent twice in one epoch (7.2's duplicate-page race) is one page, as QEMU counts it
+            ng = np.concatenate(normal_g)
+            first = np.sort(np.unique(ng, return_index=True)[1])
+            m.records["page"] += len(first)
+            g_parts.append(ng[first])
+            c_parts.append(np.full(len(first), PageClass.NORMAL, np.uint8))
+            b_parts.append(np.concatenate(normal_b)[first])
         if g_parts:
             g = np.concatenate(g_parts)
             order = np.argsort(g, kind="stable")
