@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ramlab import xbzrle
+from ramlab import _xbzrle_walk, xbzrle
 from ramlab.errors import XbzrleError
 from ramlab.xbzrle import (
     Run,
@@ -339,8 +339,8 @@ def test_batch_across_chunk_boundaries(monkeypatch):
     new[7, -1] ^= 1  # change at the last byte of a page followed by a change at byte 0 of the next
     new[8, 0] ^= 1
     monkeypatch.setattr(xbzrle, "_CHUNK_BYTES", 700)  # 2 pages per encode chunk
-    monkeypatch.setattr(xbzrle, "_DECODE_CHUNK_BYTES", 300)
-    monkeypatch.setattr(xbzrle, "_DECODE_CHUNK_PAGES", 3)
+    monkeypatch.setattr(_xbzrle_walk, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(_xbzrle_walk, "CHUNK_PAGES", 3)
     batch = encode_batch(old, new)
     assert batch.tolist() == [ref_encode(o.tobytes(), w.tobytes(), 256) for o, w in zip(old, new)]
     target = old.copy()
@@ -381,7 +381,11 @@ def test_decoder_rejects_like_qemu(encoded, size, rule, offset):
     pages = np.zeros((2, size), np.uint8)
     with pytest.raises(XbzrleError, match="page 1 of the batch"):
         decode_batch([b"\x00\x01\x09", encoded], pages)
-    assert not pages.any()
+    assert pages[0, 0] == 9 and not pages[1].any()  # page 0 applied before the bad page 1
+    pages[...] = 0
+    with pytest.raises(XbzrleError, match="page 0 of the batch"):
+        decode_batch([encoded, b"\x00\x01\x09"], pages)
+    assert not pages.any()  # nothing after the bad page 0
     counts = decode_batch([b"\x00\x01\x09", encoded], pages, errors="report")
     assert counts.tolist() == [1, -1]
     assert pages[0, 0] == 9 and not pages[1].any()

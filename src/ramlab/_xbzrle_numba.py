@@ -325,35 +325,22 @@ def _apply(buf, start, end, pages, p):
 def _decode_kernel(buf, offsets, pages, counts, report):
     """Decode all pages; returns ``(bad_page, rule, offset)`` (``bad_page`` -1: none raised).
 
-    ``report``: invalid pages get count -1 and stay untouched. Otherwise the first invalid
-    page stops the work before anything is written.
+    Each page is validated completely, then applied. An invalid page gets count -1 and
+    stays untouched; unless ``report`` it also stops the work (the pages before it are
+    applied, as QEMU's loader applies page after page).
     """
     n_pages, dlen = pages.shape
-    if report:
-        for p in range(n_pages):
-            s = offsets[_U(p)]
-            e = offsets[_U(p + 1)]
-            if e == s:
-                continue
-            c, _rule, _off = _validate(buf, s, e, dlen)
-            counts[p] = c
-            if c >= 0:
-                _apply(buf, s, e, pages, p)
-        return -1, 0, 0
     for p in range(n_pages):
         s = offsets[_U(p)]
         e = offsets[_U(p + 1)]
         if e == s:
             continue
         c, rule, off = _validate(buf, s, e, dlen)
-        if c < 0:
-            return p, rule, off
         counts[p] = c
-    for p in range(n_pages):
-        s = offsets[_U(p)]
-        e = offsets[_U(p + 1)]
-        if e != s:
+        if c >= 0:
             _apply(buf, s, e, pages, p)
+        elif not report:
+            return p, rule, off
     return -1, 0, 0
 
 
@@ -364,8 +351,9 @@ def decode_pages(
 
     Returns ``(counts, bad_page, rule, offset)``: QEMU's return value per page and, unless
     ``report``, the lowest invalid page (-1 if none) with the failing rule and its byte
-    offset in that page's input; then nothing has been written. With ``report`` invalid
-    pages get -1 and are left untouched while the valid ones are applied. ``pages2d`` may be
+    offset in that page's input; the pages before it are applied, it and the later ones
+    are not. With ``report`` invalid pages get -1 and are left untouched while the valid
+    ones are applied. ``pages2d`` may be
     any writable 2-D uint8 array (strided views included); a read-only one raises
     ``ValueError`` like numpy's assignment does.
     """

@@ -37,6 +37,7 @@ from typing import Literal
 
 import numpy as np
 
+from ramlab import _xbzrle_walk
 from ramlab.errors import XbzrleError
 
 __all__ = [
@@ -61,8 +62,6 @@ __all__ = [
 ULEB128_SMALL_MAX = 0x3FFF  # uleb128_encode_small asserts n <= 0x3fff
 
 _CHUNK_BYTES = 2 << 20  # page bytes per encode chunk: keeps temporaries cache-sized
-_DECODE_CHUNK_PAGES = 1024
-_DECODE_CHUNK_BYTES = 512 << 10  # encoded bytes per decode chunk
 
 BytesLike = bytes | bytearray | memoryview | np.ndarray
 
@@ -594,10 +593,15 @@ def decode_batch(
     """Apply ``encoded[i]`` onto ``pages2d[i]`` in place for every page, vectorised.
 
     Returns QEMU's return value per page (int64: bytes covered, or -1). With
-    ``errors="raise"`` an invalid page raises :class:`~ramlab.errors.XbzrleError` for the
-    lowest such page before anything is written; with ``"report"`` invalid pages get -1
-    and are left untouched while the valid ones are applied. Entries of an
-    :class:`EncodedBatch` with ``ret <= 0`` decode as empty input (0, page untouched).
+    ``errors="raise"`` the lowest invalid page raises :class:`~ramlab.errors.XbzrleError`
+    (naming the page, the rule and the byte offset); the pages before it are applied, as
+    QEMU's loader applies page after page, and it and the later pages are left untouched.
+    With ``"report"`` invalid pages get -1 and are left untouched while the valid ones are
+    applied. Entries of an :class:`EncodedBatch` with ``ret <= 0`` decode as empty input
+    (0, page untouched).
+
+    The numpy backend walks the runs of all pages in lockstep
+    (:mod:`ramlab._xbzrle_walk`); the numba backend decodes page by page.
 
     >>> pages = np.zeros((2, 8), np.uint8)
     >>> decode_batch([b"", bytes.fromhex("0101ff")], pages).tolist(), pages[1].tolist()
@@ -622,112 +626,11 @@ def decode_batch(
         if bad >= 0:
             raise _decode_error(rule, offset, page=bad)
         return counts
-    counts = np.zeros(n_pages, np.int64)
-    plans = []
-    s = 0
-    while s < n_pages:
-        e = int(np.searchsorted(offsets, offsets[s] + _DECODE_CHUNK_BYTES, side="right")) - 1
-        e = min(max(e, s + 1), s + _DECODE_CHUNK_PAGES, n_pages)
-        lo, hi = int(offsets[s]), int(offsets[e])
-        chunk = np.zeros(hi - lo + 4, np.uint8)  # padding: a failing field may read past its page
-        chunk[: hi - lo] = buf[lo:hi]
-        c, plan = _parse_chunk(chunk, offsets[s : e + 1] - lo, page_size, s)
-        bad = np.flatnonzero(c < 0)
-        if bad.size and errors == "raise":
-            b = int(bad[0])
-            try:
-                parse_encoded(chunk[offsets[s + b] - lo : offsets[s + b + 1] - lo], dlen=page_size)
-            except XbzrleError as err:
-                raise _decode_error(err.rule, err.offset, page=s + b) from None  # type: ignore[attr-defined]
-        counts[s:e] = c
-        plans.append((chunk, plan))
-        s = e
-    flat = pages2d.reshape(-1) if pages2d.flags.c_contiguous else None
-    for chunk, plan in plans:
-        _apply_runs(pages2d, flat, chunk, *plan)
+    counts, bad = _xbzrle_walk.decode_pages(buf, offsets, pages2d, errors == "report")
+    if bad >= 0:
+        try:
+            parse_encoded(buf[offsets[bad] : offsets[bad + 1]], dlen=page_size)
+        except XbzrleError as err:
+            raise _decode_error(err.rule, err.offset, page=bad) from None  # type: ignore[attr-defined]
+        raise AssertionError(f"page {bad} was rejected but parses")  # pragma: no cover
     return counts
-
-
-_HUGE = 1 << 24  # stands for a length QEMU rejects: makes the page-bound test fail
-
-
-def _parse_chunk(buf: np.ndarray, offsets: np.ndarray, dlen: int, first_page: int):
-    """Walk the tokens of all pages of a chunk in lockstep, one (zrun, nzrun) pair per step.
-
-    Every position ``p`` of ``buf`` is pre-decoded as a ULEB128 field: its value, the
-    position after it (``after``) and, read as an nzrun field, where the next zrun would
-    start (``skip``). Lengths QEMU rejects (third byte; a zero nzrun, or a zero zrun after
-    the first) become ``_HUGE``; the "fewer than 2 bytes left" tests are implied by "reads
-    past the input". So a page is invalid exactly when, at some step, the nzrun ends past
-    the page (``d > dlen``) or past the input (``i > end``).
-    Returns per-page counts (-1 = invalid) and the runs to copy (dst flat index, src, count).
-    """
-    index_t = np.int32 if buf.size < 1 << 30 else np.int64  # one page's input may be huge
-    b0 = buf[:-1].astype(index_t)
-    b1 = buf[1:].astype(index_t)
-    two = b0 >= 0x80
-    value = np.where(two, (b0 & 0x7F) | (b1 << 7), b0)
-    value[two & (b1 >= 0x80)] = _HUGE
-    first_zrun = value.copy()
-    value[value == 0] = _HUGE
-    after = np.arange(1, b0.size + 1, dtype=index_t)
-    after += two
-    skip = after + value
-
-    counts = np.zeros(offsets.size - 1, np.int64)
-    act = np.flatnonzero(offsets[1:] > offsets[:-1])
-    i = offsets[act].astype(index_t)  # chunk-relative positions: small, cache-friendly
-    end = offsets[act + 1].astype(index_t)
-    base = (act + first_page) * dlen
-    d = np.zeros(act.size, np.int32 if dlen < _HUGE else np.int64)
-    rec_page, rec_dst, rec_src, rec_cnt = [], [], [], []
-    zrun_value = first_zrun
-    while act.size:
-        d = d + zrun_value[i]
-        zrun_value = value
-        i1 = after[i]
-        cnt = value[i1]
-        i = skip[i1]
-        rec_page.append(act)
-        rec_dst.append(base + d)
-        rec_src.append(after[i1])
-        rec_cnt.append(cnt)
-        d = d + cnt
-        bad = (d > dlen) | (i > end)
-        if bad.any():
-            counts[act[bad]] = -1
-            ok = ~bad
-            act, base, i, end, d = (np.compress(ok, x) for x in (act, base, i, end, d))
-        done = i == end
-        if done.any():
-            counts[act[done]] = d[done]
-            more = ~done
-            act, base, i, end, d = (np.compress(more, x) for x in (act, base, i, end, d))
-    if not rec_dst:
-        z = np.zeros(0, np.int64)
-        return counts, (z, z, z)
-    dst, src, cnt = np.concatenate(rec_dst), np.concatenate(rec_src), np.concatenate(rec_cnt)
-    if (counts < 0).any():  # drop runs recorded for a page before it turned out invalid
-        keep = counts[np.concatenate(rec_page)] >= 0
-        dst, src, cnt = (np.compress(keep, x) for x in (dst, src, cnt))
-    return counts, (dst, src.astype(np.int64), cnt.astype(np.int64))
-
-
-def _apply_runs(pages2d, flat, buf, dst, src, cnt) -> None:
-    """pages[dst : dst + cnt] = buf[src : src + cnt] for every run (flat page indices)."""
-    if cnt.size == 0:
-        return
-    multi = cnt != 1
-    if multi.any():  # expand runs longer than one byte into per-byte indices
-        dst_m, src_m, cnt_m = (np.compress(multi, x).astype(np.int64) for x in (dst, src, cnt))
-        single = ~multi
-        run_start = np.cumsum(cnt_m) - cnt_m
-        src_index = np.arange(int(cnt_m.sum()), dtype=np.int64) + np.repeat(src_m - run_start, cnt_m)
-        dst_index = src_index + np.repeat(dst_m - src_m, cnt_m)
-        dst = np.concatenate((np.compress(single, dst), dst_index))
-        src = np.concatenate((np.compress(single, src), src_index))
-    if flat is not None:
-        flat[dst] = buf[src]
-    else:
-        page_size = pages2d.shape[1]
-        pages2d[dst // page_size, dst % page_size] = buf[src]
