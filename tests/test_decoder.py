@@ -8,7 +8,7 @@ import struct
 
 import numpy as np
 import pytest
-from _shared import CAPTURES, CAPTURES_Q10, SHARED, decode_all, guest_ram, outside_vga, read_zst
+from _shared import CAPTURES, CAPTURES_Q10, DATA, SHARED, decode_all, guest_ram, outside_vga, read_zst
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -258,6 +258,25 @@ def test_truncated_capture_keeps_ram_decoded_so_far():
     assert isinstance(m.error, TruncatedStream)
     assert m.records["page"] > 1000
     assert m.trace.error is not None
+
+
+@pytest.mark.parametrize("which", [0.1, 0.5, 0.9])
+def test_bad_xbzrle_record_keeps_everything_before_it(which):
+    """A damaged XBZRLE record stops the load exactly where the stream cut before it would."""
+    data = bytearray(read_zst(DATA / "xbzrle" / "stream.bin.zst"))
+    records = [e for e in decode_all(bytes(data))[0] if isinstance(e, ev.RamXbzrle)]
+    bad = records[int(len(records) * which)]
+    start = bad.offset + 8 + (1 + len(bad.block) if bad.named else 0) + 3
+    assert bytes(data[start : start + len(bad.data)]) == bad.data and len(bad.data) >= 2
+    data[start : start + len(bad.data)] = bytes(len(bad.data))  # zero run 0, then an empty changed run
+    damaged = ramlab.open(bytes(data))
+    assert isinstance(damaged.error, StreamError) and "empty changed run" in str(damaged.error)
+    assert damaged.error.offset == bad.offset
+    cut = ramlab.open(bytes(data[: bad.offset]))
+    assert isinstance(cut.error, TruncatedStream)
+    assert np.array_equal(damaged.ram(bad.block), cut.ram(bad.block))
+    whole = ramlab.open(DATA / "xbzrle")
+    assert not np.array_equal(cut.ram(bad.block), whole.ram(bad.block))
 
 
 def test_memmap_images_equal_in_memory_images(tmp_path, monkeypatch):

@@ -142,6 +142,7 @@ class Migration:
         discard_pass = False
         completing = False  # inside the RAM END section: the VM is stopped
         new_pass_pending = False  # the first postcopy page starts a pass of its own
+        apply_failed = False
         for e in self.events:
             if isinstance(e, ev.Configuration):
                 self.machine_type = e.machine_type
@@ -184,6 +185,7 @@ class Migration:
                 epoch += 1
             elif isinstance(e, ev.MappedRamArea):
                 if not self._apply_mapped_ram(e, tracker, block_index):
+                    apply_failed = True
                     break
             if isinstance(e, ev.RAM_PAGE_EVENTS):
                 if self.channel_data:
@@ -215,8 +217,9 @@ class Migration:
                     self._apply_page_event(e, tracker, block_index[e.block], in_postcopy, requested)
                 except StreamError as err:
                     self.error = err
+                    apply_failed = True
                     break
-        if tracker is not None and self.error is None:
+        if tracker is not None and not apply_failed:  # the input ended, whole or damaged: apply what came
             try:
                 self._flush_xbzrle(tracker, block_index)
             except StreamError as err:

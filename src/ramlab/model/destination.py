@@ -151,6 +151,8 @@ class Destination:
         """Decode many XBZRLE records of one block at once (pages must be distinct).
 
         Returns ``(before, after)`` copies of the pages, ``[n, page_size]``, for delta views.
+        An invalid record raises :class:`~ramlab.errors.StreamError` after the records
+        before it have been applied, as QEMU's loader would have applied them.
         """
         from ..errors import XbzrleError
         from ..xbzrle import decode_batch
@@ -162,7 +164,11 @@ class Destination:
         try:
             decode_batch([e.data for e in events], after)
         except XbzrleError as exc:
-            bad = events[getattr(exc, "page", None) or 0]
+            k = getattr(exc, "page", None) or 0
+            img.pages[idx[:k]] = after[:k]
+            img.written[idx[:k]] = True
+            img.received[idx[:k]] = True
+            bad = events[k]
             raise StreamError(
                 f"Failed to load XBZRLE page: {exc}", offset=bad.offset, section="ram",
                 found=f"page 0x{bad.page_offset:x} of {block!r}",
