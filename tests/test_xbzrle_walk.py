@@ -93,7 +93,7 @@ def test_first_bad_page_in_a_later_chunk_keeps_earlier_chunks(monkeypatch):
 @pytest.mark.parametrize("body,size", [
     (b"\x01\x01\xaa" * 40000, 1 << 17),  # valid: 80001 bytes covered
     (b"\x01\x01\xaa" * 40000, 4096),  # past the page after 2048 runs
-    (b"\xff\x7f\x01\xaa" * 140000, 4096),  # 140000 zero runs of 0x3fff: the sum passes 2**31
+    (b"\xff\x7f\x01\xaa" * 140000, 1 << 18),  # 140000 zero runs of 0x3fff: the sum passes 2**31
 ])
 def test_inputs_with_more_runs_than_int32_sums_allow(body, size):
     """Very long inputs: the running page offset must not wrap around (the sums are clamped)."""
@@ -128,3 +128,25 @@ def test_workspace_is_reused_across_chunks(monkeypatch):
     xbzrle.decode_batch(batch, pages)
     assert np.array_equal(pages, new)
     assert len(sizes) == 1  # ten chunks, one allocation
+
+
+def test_input_longer_than_any_valid_page_is_rejected_without_a_walk(monkeypatch):
+    """A page needs at most 3 * dlen + 2 input bytes; a longer input is not walked (or buffered)."""
+    grown = []
+    real = _xbzrle_walk._Workspace.bytes_for
+    monkeypatch.setattr(_xbzrle_walk._Workspace, "bytes_for", lambda self, n: grown.append(n) or real(self, n))
+    size = 64
+    # the longest valid input for 64 bytes: every length in two bytes, runs as short as allowed
+    longest = b"\x80\x00\x81\x00\xaa" + b"\x81\x00\x81\x00\xbb" * 30 + b"\x81\x00\x82\x00\xcc\xdd"
+    assert len(longest) == 161 <= 3 * size + 2
+    junk = b"\x01\x01\xaa" * (1 << 20)
+    encoded = [longest, junk, longest]
+    old = np.zeros((3, size), np.uint8)
+    want_counts, want_pages = expected(encoded, old)
+    assert want_counts == [64, -1, 64]
+    pages = old.copy()
+    assert xbzrle.decode_batch(encoded, pages, errors="report").tolist() == want_counts
+    assert np.array_equal(pages, want_pages)
+    assert max(grown) < 1000
+    with pytest.raises(xbzrle.XbzrleError, match="zero run goes past the end of the page at byte 96 .*page 1 of"):
+        xbzrle.decode_batch(encoded, pages)

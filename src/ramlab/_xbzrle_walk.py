@@ -266,6 +266,9 @@ def decode_pages(buf: np.ndarray, offsets: np.ndarray, pages2d: np.ndarray, repo
     counts = np.zeros(n_pages, np.int64)
     flat = pages2d.reshape(-1) if pages2d.flags.c_contiguous else None
     max_pages = max(1, min(CHUNK_PAGES, (_I32_MAX - 2 * dlen) // max(dlen, 1)))
+    # A valid page has at most (dlen + 1) // 2 runs (each after the first covers >= 2 bytes),
+    # each with <= 4 length bytes, and <= dlen data bytes in all.
+    max_valid = 3 * dlen + 2
     ws = _Workspace()
     s = 0
     while s < n_pages:
@@ -274,6 +277,12 @@ def decode_pages(buf: np.ndarray, offsets: np.ndarray, pages2d: np.ndarray, repo
         lo, hi = int(offsets[s]), int(offsets[e])
         n = hi - lo
         if n == 0:  # only unchanged pages: nothing to do
+            s = e
+            continue
+        if e == s + 1 and n > max_valid:  # invalid whatever it holds: not worth a walk (nor the memory)
+            counts[s] = -1
+            if not report:
+                return counts, s
             s = e
             continue
         ws.bytes_for(n)
