@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RAMLAB_SHARED", REPO.parent / "shared"))
@@ -14,6 +15,10 @@ CAPTURES = SHARED / "captures"
 CAPTURES_Q10 = SHARED / "captures-qemu10"
 DATA = REPO / "data"
 VGA_WINDOW = (0xA0000, 0x100000)
+
+# For tests that read the shared captures: they skip, saying why, where those are absent.
+needs_shared = pytest.mark.skipif(not CAPTURES.is_dir() or not CAPTURES_Q10.is_dir(),
+                                  reason=f"shared captures not found at {SHARED} (set $RAMLAB_SHARED)")
 
 
 @functools.lru_cache(maxsize=8)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from _shared import CAPTURES, CAPTURES_Q10, DATA, guest_ram, outside_vga, read_zst
+from _shared import CAPTURES, CAPTURES_Q10, DATA, guest_ram, needs_shared, outside_vga, read_zst
 
 from ramlab.cli import main
 
@@ -45,6 +45,7 @@ def test_inspect_multifd_channels_count_as_pages(capsys):
     assert s["records"]["page"] == ram["normal"] and s["channels"] == len(chans) - 1
 
 
+@needs_shared
 def test_extract_writes_block_files(capsys, tmp_path):
     folder = CAPTURES / "precopy-plain"
     code, out, _ = run(capsys, "extract", str(folder / "stream.bin.zst"), "-o", str(tmp_path), "-q")
@@ -61,6 +62,7 @@ def test_extract_writes_block_files(capsys, tmp_path):
      CAPTURES_Q10 / "q10-precopy-plain"],
     ids=lambda p: p.name,
 )
+@needs_shared
 def test_dump_equals_analyze_migration(capsys, folder):
     files = sorted(folder.glob("stream.bin.zst")) or sorted(folder.glob("channel-0.bin.zst"))
     code, out, _ = run(capsys, "dump", str(files[0]), "-q")
@@ -69,6 +71,7 @@ def test_dump_equals_analyze_migration(capsys, folder):
     assert json.loads(out) == json.loads(expected)
 
 
+@needs_shared
 def test_dump_of_postcopy_stream_with_vmdesc_from_a_precopy_capture(capsys, tmp_path):
     vmdesc = tmp_path / "vmdesc.json"
     vmdesc.write_bytes(read_zst(CAPTURES / "precopy-plain" / "vmdesc.json.zst"))
@@ -95,6 +98,7 @@ def test_unreadable_file_is_a_clean_error(capsys, tmp_path):
     assert code == 1 and "cannot read" in err
 
 
+@needs_shared
 def test_dump_of_hugepage_postcopy_stream_lists_block_sizes(capsys, tmp_path):
     vmdesc = tmp_path / "vmdesc.json"
     vmdesc.write_bytes(read_zst(CAPTURES / "precopy-plain" / "vmdesc.json.zst"))

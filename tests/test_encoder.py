@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 import pytest
-from _shared import CAPTURES, CAPTURES_Q10, read_zst
+from _shared import CAPTURES, CAPTURES_Q10, needs_shared, read_zst
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,6 +44,7 @@ def test_capture_round_trips_byte_exact(path):
 
 
 @pytest.mark.parametrize("folder", [CAPTURES / "precopy-xbzrle", CAPTURES / "multifd-zstd"], ids=lambda p: p.name)
+@needs_shared
 def test_cli_reencode_equals_input(folder, tmp_path):
     out = tmp_path / "out.bin"
     assert main(["reencode", str(folder), "-o", str(out), "-q"]) == 0
