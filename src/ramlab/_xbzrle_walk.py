@@ -73,10 +73,8 @@ class _Workspace:
         if n <= self.slots:
             return
         n = max(n, 2 * self.slots)
-        old = (self.I, self.I1, self.NX) if self.slots > 0 else ()
-        self.I, self.I1, self.NX = (np.empty(n, np.int32) for _ in range(3))
-        for new, o in zip((self.I, self.I1, self.NX), old):
-            new[:keep] = o[:keep]
+        old = (self.I, self.I1, self.NX) if self.slots > 0 else None
+        self.I, self.I1, self.NX = _regrow(old, 3, n, keep)
         self.src, self.cnt, self.inc, self.tmp = (np.empty(n, np.int32) for _ in range(4))
         self.active = np.empty(n, bool)
         self.slots = n
@@ -86,13 +84,19 @@ class _Workspace:
         if n <= self.runs:
             return
         n = max(n, 2 * self.runs)
-        old = (self.run_dst, self.run_src, self.run_cnt) if self.runs > 0 else ()
-        self.run_dst, self.run_src, self.run_cnt = (np.empty(n, np.int32) for _ in range(3))
-        for new, o in zip((self.run_dst, self.run_src, self.run_cnt), old):
-            new[:keep] = o[:keep]
+        old = (self.run_dst, self.run_src, self.run_cnt) if self.runs > 0 else None
+        self.run_dst, self.run_src, self.run_cnt = _regrow(old, 3, n, keep)
         self.dst64 = np.empty(n, np.int64)
         self.val = np.empty(n, np.uint8)
         self.runs = n
+
+
+def _regrow(old: tuple[np.ndarray, ...] | None, count: int, n: int, keep: int) -> list[np.ndarray]:
+    """``count`` new int32 buffers of ``n`` elements holding the first ``keep`` of ``old``."""
+    new = [np.empty(n, np.int32) for _ in range(count)]
+    for a, o in zip(new, old or ()):
+        a[:keep] = o[:keep]
+    return new
 
 
 def _tables(ws: _Workspace, n: int) -> tuple[np.ndarray, np.ndarray]:
