@@ -72,3 +72,28 @@ def test_capture_reencodes_byte_exact(folder):
     data = read_zst(files[0]) if files[0].suffix == ".zst" else files[0].read_bytes()
     m = ramlab.open(data)
     assert encode_stream(m.events) == data
+
+
+XBZRLE_DIRS = [d for d in DIRS if "xbzrle" in json.loads((d / "meta.json").read_text()).get("capabilities", [])
+               or "xbzrle" in d.name]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("folder", XBZRLE_DIRS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_xbzrle_captures_decode_to_ground_truth_with_each_backend(folder, backend, monkeypatch):
+    """The real XBZRLE pages go through the chosen batch decoder (auto picks numba when installed)."""
+    from ramlab import xbzrle
+
+    if backend == "numba" and xbzrle._numba_kernels() is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(xbzrle, "_backend_choice", backend)
+    assert xbzrle.backend() == backend
+    calls = []
+    real = xbzrle.decode_batch
+    monkeypatch.setattr(xbzrle, "decode_batch", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    m = ramlab.open(folder)
+    assert m.error is None, m.error
+    assert sum(calls) == m.records["xbzrle"] > 0
+    g, r = guest_ram(folder), m.ram(m.blocks[0].name)
+    n = min(len(g), len(r))
+    assert len(outside_vga(np.flatnonzero(r[:n] != g[:n]))) == 0
