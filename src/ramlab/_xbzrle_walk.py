@@ -200,8 +200,8 @@ def _round_runs(ws: _Workspace, C, D, S: int, end, base, d0, first: bool, nrun: 
     return d, bad, nrun + m
 
 
-def _decode_chunk(ws: _Workspace, C, D, start: np.ndarray, end: np.ndarray, dlen: int):
-    """Walk all pages of a chunk, in rounds; returns ``(d, bad, nrun)`` per page / overall."""
+def _decode_chunk(ws: _Workspace, C, D, start: np.ndarray, end: np.ndarray, dlen: int, rows: np.ndarray):
+    """Walk pages ``rows`` of a chunk, in rounds; returns ``(d, bad, nrun)`` per page / overall."""
     P = start.size
     d_all = np.zeros(P, np.int64)
     bad_all = np.zeros(P, bool)
@@ -210,7 +210,8 @@ def _decode_chunk(ws: _Workspace, C, D, start: np.ndarray, end: np.ndarray, dlen
     nrun, first = 0, True
     while True:
         S = _walk(ws, C, D, start, end)
-        d, bad, nrun = _round_runs(ws, C, D, S, end, ids.astype(np.int32) * dlen, d0, first, nrun, dlen)
+        base = rows[ids].astype(np.int32) * dlen
+        d, bad, nrun = _round_runs(ws, C, D, S, end, base, d0, first, nrun, dlen)
         bad_all[ids] |= bad
         pos = _rows(ws.I, S + 1, ids.size)[S]
         live = pos < end
@@ -245,15 +246,6 @@ def _scatter(pages2d: np.ndarray, flat, idx: np.ndarray, val: np.ndarray) -> Non
     else:
         dlen = pages2d.shape[1]
         pages2d[idx // dlen, idx % dlen] = val
-
-
-def _select(buf: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The inputs of pages ``idx`` as one buffer and its offsets."""
-    lengths = offsets[idx + 1] - offsets[idx]
-    sub = np.zeros(idx.size + 1, np.int64)
-    np.cumsum(lengths, out=sub[1:])
-    parts = [buf[offsets[i] : offsets[i + 1]] for i in idx.tolist()]
-    return (np.concatenate(parts) if parts else np.zeros(0, np.uint8)), sub
 
 
 def decode_pages(buf: np.ndarray, offsets: np.ndarray, pages2d: np.ndarray, report: bool) -> tuple[np.ndarray, int]:
@@ -294,21 +286,17 @@ def decode_pages(buf: np.ndarray, offsets: np.ndarray, pages2d: np.ndarray, repo
         ws.chunk[n : n + 4] = 0
         C, D = _tables(ws, n)
         rel = (offsets[s : e + 1] - lo).astype(np.int32)
-        d, bad, nrun = _decode_chunk(ws, C, D, rel[:-1], rel[1:], dlen)
+        start, end = rel[:-1], rel[1:]
+        d, bad, nrun = _decode_chunk(ws, C, D, start, end, dlen, np.arange(e - s))
         bad |= d > dlen
         counts[s:e] = np.where(bad, -1, d)
-        if not bad.any():
-            _apply(ws, pages2d, flat, s, nrun)
-            s = e
-            continue
-        first_bad = int(np.argmax(bad))
-        good = np.flatnonzero(~bad) if report else np.arange(first_bad)
-        if good.size:  # rare: decode the valid pages again, on their own
-            sub_buf, sub_off = _select(buf, offsets, good + s)
-            rows = pages2d[good + s]
-            decode_pages(sub_buf, sub_off, rows, report=True)
-            pages2d[good + s] = rows
-        if not report:
-            return counts, s + first_bad
+        if bad.any():  # rare: walk the valid pages again, on their own, for their runs only
+            first_bad = int(np.argmax(bad))
+            good = np.flatnonzero(~bad) if report else np.arange(first_bad)
+            nrun = _decode_chunk(ws, C, D, start[good], end[good], dlen, good)[2] if good.size else 0
+            if not report:
+                _apply(ws, pages2d, flat, s, nrun)
+                return counts, s + first_bad
+        _apply(ws, pages2d, flat, s, nrun)
         s = e
     return counts, -1

@@ -124,8 +124,11 @@ class Destination:
 
     def apply_page_data(self, block: str, page_offsets: np.ndarray, data: np.ndarray) -> None:
         """Normal pages from a multifd packet."""
-        img = self.blocks[block]
-        idx = page_offsets // self.target_page_size
+        self._store(self.blocks[block], page_offsets // self.target_page_size, data)
+
+    @staticmethod
+    def _store(img: BlockImage, idx: np.ndarray, data: np.ndarray) -> None:
+        """Pages ``idx`` of a block image get ``data`` and count as written and received."""
         img.pages[idx] = data
         img.written[idx] = True
         img.received[idx] = True
@@ -139,10 +142,7 @@ class Destination:
         try:
             covered = decode_page(event.data, img.pages[i])
         except Exception as exc:  # XbzrleError: re-raise with the stream position
-            raise StreamError(
-                f"Failed to load XBZRLE page: {exc}", offset=event.offset, section="ram",
-                found=f"page 0x{event.page_offset:x} of {event.block!r}",
-            ) from exc
+            raise _xbzrle_error(exc, event) from exc
         img.written[i] = True
         img.received[i] = True
         return covered
@@ -164,18 +164,10 @@ class Destination:
         try:
             decode_batch([e.data for e in events], after)
         except XbzrleError as exc:
-            k = getattr(exc, "page", None) or 0
-            img.pages[idx[:k]] = after[:k]
-            img.written[idx[:k]] = True
-            img.received[idx[:k]] = True
-            bad = events[k]
-            raise StreamError(
-                f"Failed to load XBZRLE page: {exc}", offset=bad.offset, section="ram",
-                found=f"page 0x{bad.page_offset:x} of {block!r}",
-            ) from exc
-        img.pages[idx] = after
-        img.written[idx] = True
-        img.received[idx] = True
+            k = exc.page  # type: ignore[attr-defined]
+            self._store(img, idx[:k], after[:k])
+            raise _xbzrle_error(exc, events[k]) from exc
+        self._store(img, idx, after)
         return before, after
 
     def apply_compressed(self, event: ev.RamCompressed) -> None:
@@ -228,3 +220,11 @@ class Destination:
         img.written[idx] = False
         img.received[idx] = False
         return idx
+
+
+def _xbzrle_error(exc: Exception, event: ev.RamXbzrle) -> StreamError:
+    """QEMU's "Failed to load XBZRLE page", at the record's stream position."""
+    return StreamError(
+        f"Failed to load XBZRLE page: {exc}", offset=event.offset, section="ram",
+        found=f"page 0x{event.page_offset:x} of {event.block!r}",
+    )
