@@ -6,7 +6,7 @@ migrated with XBZRLE over 10 passes (forced to complete at the 10th).
 Prints wall seconds, pages handled per second and the per-pass table. Target on the 2-core
 reference machine: < 20 s. The guest is one ``np.zeros`` array (lazily backed: untouched pages
 cost no memory); the XBZRLE cache is ``--cache-size`` bytes (QEMU's page cache,
-:class:`ramlab.page_cache.PageCache`). ``--postcopy-after N`` switches to postcopy after N passes
+:class:`ramlab.model.page_cache.PageCache`). ``--postcopy-after N`` switches to postcopy after N passes
 instead (the destination's faults and page requests are modelled too).
 """
 

@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
+from ramlab.plots.reduce import page_grid, reduce_classes
 from ramlab.trace import synthetic_trace
 from ramlab.widgets import MigrationPlayer
-from ramlab.widgets.reduce import page_grid, reduce_classes
 
 
 def main() -> None:

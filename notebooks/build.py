@@ -426,7 +426,7 @@ only evict a slot's page when that page is *stale*: not inserted or hit during t
 out, and the loser is sent whole (a cache miss).
 """),
     code("""
-from ramlab.page_cache import PageCache
+from ramlab.model.page_cache import PageCache
 cache = PageCache(4 * 4096)            # 4 slots
 page = np.zeros(4096, np.uint8)
 print("slot of 0x1000 and 0x5000:", cache.slot_of(0x1000), cache.slot_of(0x5000))
@@ -650,7 +650,7 @@ and sends some ranges twice; QEMU ≥ 4.2 does one pass and sends each run once.
 and records the steps:
 """),
     code("""
-from ramlab.postcopy import plan_discards
+from ramlab.model.postcopy_plan import plan_discards
 dirty = np.array(lab.DISCARD_DIRTY, bool)
 unsent = np.array(lab.DISCARD_UNSENT, bool)
 for algorithm in ("seed", "modern"):

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RAMLAB_SHARED", REPO.parent / "shared"))
 CAPTURES = SHARED / "captures"
 CAPTURES_Q10 = SHARED / "captures-qemu10"
-DATA = REPO / "data"
+DATA = REPO / "ramlab" / "data"
 VGA_WINDOW = (0xA0000, 0x100000)
 
 # For tests that read the shared captures: they skip, saying why, where those are absent.

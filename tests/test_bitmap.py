@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ramlab.bitmap import Bitmap
 from ramlab.constants import RAMBLOCK_RECV_BITMAP_ENDING
 from ramlab.errors import BitmapError
+from ramlab.model.bitmap import Bitmap
 from ramlab.wire.recv_bitmap import decode_recv_bitmap, encode_recv_bitmap, recv_bitmap_size
 
 N = 150

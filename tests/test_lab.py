@@ -34,7 +34,7 @@ def _record_bytes() -> int:
 
 
 def _plan(alg: str) -> Any:
-    from ramlab.postcopy import plan_discards
+    from ramlab.model.postcopy_plan import plan_discards
 
     return plan_discards(np.array(lab.DISCARD_DIRTY, bool), np.array(lab.DISCARD_UNSENT, bool), 4, alg)
 
@@ -196,7 +196,7 @@ def test_damaged_streams(kind: str) -> None:
 
 
 def test_ref_discards_match_plan_discards() -> None:
-    from ramlab.postcopy import plan_discards
+    from ramlab.model.postcopy_plan import plan_discards
 
     rng = np.random.default_rng(7)
     for _ in range(300):

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ramlab.errors import CacheError
-from ramlab.page_cache import CACHED_PAGE_LIFETIME, PageCache, XbzrleCounters
+from ramlab.model.page_cache import CACHED_PAGE_LIFETIME, PageCache, XbzrleCounters
 
 PS = 4096
 

@@ -1,4 +1,4 @@
-"""Tests of ramlab.postcopy: discard planning, batching, requests, placement, recovery.
+"""Tests of ramlab.model.postcopy_plan: discard planning, batching, requests, placement, recovery.
 
 The discard planner is checked against straightforward transliterations of the seed's
 ``postcopy_chunk_hostpages_pass`` / ``postcopy_send_discard_bm_ram`` (and of 7.2's
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ramlab.errors import PostcopyError
-from ramlab.postcopy import (
+from ramlab.model.postcopy_plan import (
     DiscardPlan,
     PostcopyPlacer,
     RequestQueue,

@@ -304,7 +304,7 @@ def test_cli_params_postcopy_flags(tmp_path, capsys):
 
 
 def test_cli_param_reaches_the_workload():
-    from ramlab.simulate import parse_params
+    from ramlab.cli.simulate import parse_params
 
     p = parse_params(["hot_fraction=0.25", "hot-prob=1", "fill=0.0"])
     assert p == {"hot_fraction": 0.25, "hot_prob": 1, "fill": 0.0}

@@ -1,6 +1,6 @@
 """Postcopy in the simulator: the stream and return path it writes decode (``ramlab.open``) to
 the simulator's final RAM, trace classes and counters; every postcopy host page is placed
-atomically by :class:`~ramlab.postcopy.PostcopyPlacer`; the command sequence has the shape of
+atomically by :class:`~ramlab.model.postcopy_plan.PostcopyPlacer`; the command sequence has the shape of
 the real QEMU 7.2 captures; seed and modern discard plans; recovery after a broken channel.
 
 The real-QEMU test loads a simulated postcopy stream into a QEMU 7.2 destination, 4 KiB and
@@ -27,7 +27,7 @@ import ramlab
 from ramlab.constants import MIG_CMD_POSTCOPY_LISTEN, MIG_CMD_POSTCOPY_RAM_DISCARD, RAM_SAVE_FLAG_ZERO
 from ramlab.data import data_path
 from ramlab.errors import SimulationError
-from ramlab.postcopy import PostcopyPlacer
+from ramlab.model.postcopy_plan import PostcopyPlacer
 from ramlab.simulate import simulate
 from ramlab.trace import PageClass
 from ramlab.wire import events as ev

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from bokeh.events import RangesUpdate
 
-from ramlab.trace import N_CLASSES, PageClass, Trace, synthetic_trace
-from ramlab.widgets.reduce import (
+from ramlab.plots.reduce import (
     NO_PAGE,
     changed_runs,
     dominant_class,
@@ -25,6 +24,7 @@ from ramlab.widgets.reduce import (
     reduce_factors,
     zoom_region,
 )
+from ramlab.trace import N_CLASSES, PageClass, Trace, synthetic_trace
 
 
 def naive_reduce(classes, grid_shape, out_shape):

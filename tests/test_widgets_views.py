@@ -8,7 +8,7 @@ import pytest
 import ramlab
 from ramlab.data import data_path
 from ramlab.io import read_stream
-from ramlab.postcopy import plan_discards
+from ramlab.model.postcopy_plan import plan_discards
 from ramlab.widgets import PostcopyDiscardView, StreamInspector
 from ramlab.widgets.inspector import (
     RecordTable,

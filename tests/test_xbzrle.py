@@ -11,10 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ramlab import _xbzrle_walk, xbzrle
+from ramlab import xbzrle
 from ramlab.errors import XbzrleError
 from ramlab.xbzrle import (
     Run,
+    codec,
     decode_batch,
     decode_page,
     encode_batch,
@@ -25,6 +26,7 @@ from ramlab.xbzrle import (
     uleb128_decode_small,
     uleb128_encode_small,
 )
+from ramlab.xbzrle import walk as _xbzrle_walk
 
 PAGE = 4096
 
@@ -338,7 +340,7 @@ def test_batch_across_chunk_boundaries(monkeypatch):
         new[k, mask] ^= 0x33
     new[7, -1] ^= 1  # change at the last byte of a page followed by a change at byte 0 of the next
     new[8, 0] ^= 1
-    monkeypatch.setattr(xbzrle, "_CHUNK_BYTES", 700)  # 2 pages per encode chunk
+    monkeypatch.setattr(codec, "_CHUNK_BYTES", 700)  # 2 pages per encode chunk
     monkeypatch.setattr(_xbzrle_walk, "CHUNK_BYTES", 300)
     monkeypatch.setattr(_xbzrle_walk, "CHUNK_PAGES", 3)
     batch = encode_batch(old, new)

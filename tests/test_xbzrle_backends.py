@@ -23,8 +23,9 @@ from test_xbzrle import BAD_INPUTS, page_pairs, ref_decode, ref_encode, structur
 
 from ramlab import xbzrle
 from ramlab.errors import XbzrleError
+from ramlab.xbzrle import codec
 
-HAVE_NUMBA = xbzrle._numba_kernels() is not None  # imports numba if installed
+HAVE_NUMBA = codec._numba_kernels() is not None  # imports numba if installed
 NO_NUMBA = "numba is not installed (pip install 'ramlab[fast]'): the numba backend cannot be tested"
 needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason=NO_NUMBA)
 BACKENDS = ["numpy", pytest.param("numba", marks=needs_numba)]
@@ -39,13 +40,13 @@ for _name in dir(test_xbzrle):
 @pytest.fixture(autouse=True)
 def _backend(request):
     """Tests re-collected from test_xbzrle.py run on numba; restore the backend afterwards."""
-    saved = xbzrle._backend_choice
+    saved = codec._backend_choice
     if getattr(request, "function", None) is not None and request.function.__module__ == "test_xbzrle":
         if not HAVE_NUMBA:
             pytest.skip(NO_NUMBA)
         xbzrle.set_backend("numba")
     yield
-    xbzrle._backend_choice = saved
+    codec._backend_choice = saved
 
 
 def encode_with(name: str, old2d: np.ndarray, new2d: np.ndarray, dlen: int | None = None) -> xbzrle.EncodedBatch:
@@ -132,7 +133,7 @@ def test_numba_backend_without_numba_raises():
 
 def test_numba_backend_unavailable_is_refused(monkeypatch):
     """Simulates a missing numba: "numba" is refused, "auto" falls back to numpy."""
-    monkeypatch.setattr(xbzrle, "_numba_module", False)
+    monkeypatch.setattr(codec, "_numba_module", False)
     xbzrle.set_backend("numpy")
     with pytest.raises(XbzrleError, match="ramlab\\[fast\\]"):
         xbzrle.set_backend("numba")
@@ -146,7 +147,7 @@ def test_numba_backend_unavailable_is_refused(monkeypatch):
 
 def _backend_in_subprocess(value: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, RAMLAB_XBZRLE_BACKEND=value)
-    code = "from ramlab import xbzrle; print(xbzrle._backend_choice, xbzrle.backend())"
+    code = "from ramlab import xbzrle; print(xbzrle.codec._backend_choice, xbzrle.backend())"
     return subprocess.run([sys.executable, "-W", "always", "-c", code], env=env, capture_output=True, text=True)
 
 
@@ -162,7 +163,7 @@ def test_environment_variable_selects_backend():
 
 @needs_numba
 def test_rule_codes_match():
-    from ramlab import _xbzrle_numba
+    from ramlab.xbzrle import numba_kernels as _xbzrle_numba
 
     for name in ("SHORT_ZRUN", "ULEB_ZRUN", "ZERO_ZRUN", "ZRUN_PAST_PAGE", "SHORT_NZRUN", "ULEB_NZRUN",
                  "EMPTY_NZRUN", "NZRUN_PAST_PAGE", "NZRUN_PAST_INPUT"):

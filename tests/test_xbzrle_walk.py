@@ -1,4 +1,4 @@
-"""The pure-numpy lockstep decoder (:mod:`ramlab._xbzrle_walk`) on inputs that stress its
+"""The pure-numpy lockstep decoder (:mod:`ramlab.xbzrle.walk`) on inputs that stress its
 mechanics: tiny chunks, pages whose run counts differ a lot (several walk rounds), growth of
 the reused buffers, and inputs long enough to need the overflow guard of the offset sums.
 Expected results come from the pure-Python reference decoder of ``tests/test_xbzrle.py``.
@@ -13,15 +13,18 @@ from hypothesis import strategies as st
 from test_xbzrle import ref_decode
 from test_xbzrle_backends import check_decode_all, encoded_inputs
 
-from ramlab import _xbzrle_walk, xbzrle
+from ramlab import xbzrle
+from ramlab.errors import XbzrleError
+from ramlab.xbzrle import codec
+from ramlab.xbzrle import walk as _xbzrle_walk
 
 
 @pytest.fixture(autouse=True)
 def _numpy_backend():
-    saved = xbzrle._backend_choice
+    saved = codec._backend_choice
     xbzrle.set_backend("numpy")
     yield
-    xbzrle._backend_choice = saved
+    codec._backend_choice = saved
 
 
 def expected(encoded: list[bytes], old2d: np.ndarray) -> tuple[list[int], np.ndarray]:
@@ -81,7 +84,7 @@ def test_first_bad_page_in_a_later_chunk_keeps_earlier_chunks(monkeypatch):
     good = b"\x00\x01\x09"
     encoded = [good, good, good, b"\x00\x00\x05", good, good]  # page 3: empty changed run
     pages = np.zeros((6, 16), np.uint8)
-    with pytest.raises(xbzrle.XbzrleError, match="empty changed run at byte 1 .*page 3 of the batch"):
+    with pytest.raises(XbzrleError, match="empty changed run at byte 1 .*page 3 of the batch"):
         xbzrle.decode_batch(encoded, pages)
     assert pages[:3, 0].tolist() == [9, 9, 9] and not pages[3:].any()
     pages[...] = 0
@@ -148,5 +151,5 @@ def test_input_longer_than_any_valid_page_is_rejected_without_a_walk(monkeypatch
     assert xbzrle.decode_batch(encoded, pages, errors="report").tolist() == want_counts
     assert np.array_equal(pages, want_pages)
     assert max(grown) < 1000
-    with pytest.raises(xbzrle.XbzrleError, match="zero run goes past the end of the page at byte 96 .*page 1 of"):
+    with pytest.raises(XbzrleError, match="zero run goes past the end of the page at byte 96 .*page 1 of"):
         xbzrle.decode_batch(encoded, pages)

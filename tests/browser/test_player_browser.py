@@ -137,7 +137,7 @@ def jupyter_lab(tmp_path):
         JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"),
         JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
         JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-        PYTHONPATH=os.pathsep.join(p for p in [str(REPO / "src"), env.get("PYTHONPATH", "")] if p),
+        PYTHONPATH=os.pathsep.join(p for p in [str(REPO), env.get("PYTHONPATH", "")] if p),
     )
     log = tmp_path / "lab.log"
     jupyter = Path(sys.executable).with_name("jupyter")

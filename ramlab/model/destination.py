@@ -1,0 +1,230 @@
+"""The destination side: RAM images that RAM records are applied to, as QEMU's loader does.
+
+:class:`Destination` holds one numpy array per RAM block (``[n_pages, page_size]`` uint8,
+zero-filled lazily by the OS, or an ``np.memmap`` in a folder you choose for large guests)
+and QEMU's received bitmap. It applies decoded events exactly as ``ram_load`` does: ZERO
+fills the page with its fill byte, PAGE copies it, XBZRLE patches the current content,
+COMPRESS_PAGE inflates one zlib stream, postcopy discards drop pages.
+
+    >>> from ramlab.wire.events import RamBlockEntry, RamPages
+    >>> import numpy as np
+    >>> dst = Destination([RamBlockEntry("pc.ram", 2 * 4096)])
+    >>> page = np.full((1, 4096), 7, np.uint8)
+    >>> dst.apply_pages(RamPages(0x08, "pc.ram", True, np.array([4096]), data=page))
+    >>> int(dst.ram("pc.ram")[4096]), int(dst.received("pc.ram").sum())
+    (7, 1)
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ramlab.constants import RAM_SAVE_FLAG_ZERO, TARGET_PAGE_SIZE
+from ramlab.errors import RamlabError, StreamError
+from ramlab.wire import events as ev
+
+MEMMAP_THRESHOLD = 1 << 30
+
+
+@dataclass
+class BlockImage:
+    """One RAM block at the destination: its pages and QEMU's receivedmap."""
+
+    name: str
+    used_length: int
+    page_size: int  # host page size of the block (huge pages: 2 MiB)
+    pages: np.ndarray  # [n_pages, target_page_size] uint8
+    received: np.ndarray  # [n_pages] bool
+    written: np.ndarray  # [n_pages] bool: page may hold non-zero bytes
+
+    @property
+    def n_pages(self) -> int:
+        return self.pages.shape[0]
+
+
+class Destination:
+    """Per-block RAM images and received bitmaps, updated record by record.
+
+    ``memmap_dir``: put blocks of at least ``MEMMAP_THRESHOLD`` bytes in ``np.memmap`` files
+    there (for guests larger than memory). Images start all zero, like fresh guest RAM.
+    """
+
+    def __init__(
+        self,
+        blocks: list[ev.RamBlockEntry] | tuple[ev.RamBlockEntry, ...],
+        target_page_size: int = TARGET_PAGE_SIZE,
+        memmap_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.target_page_size = target_page_size
+        self.blocks: dict[str, BlockImage] = {}
+        for entry in blocks:
+            n = entry.used_length // target_page_size
+            if memmap_dir is not None and entry.used_length >= MEMMAP_THRESHOLD:
+                path = Path(memmap_dir) / (entry.name.replace("/", "_") + ".ramlab-image")
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    pages = np.memmap(path, dtype=np.uint8, mode="w+", shape=(n, target_page_size))
+                except OSError as exc:
+                    raise RamlabError(f"cannot create the RAM image {path}: {exc}") from exc
+            else:
+                pages = np.zeros((n, target_page_size), dtype=np.uint8)
+            self.blocks[entry.name] = BlockImage(
+                entry.name,
+                entry.used_length,
+                entry.page_size or target_page_size,
+                pages,
+                np.zeros(n, dtype=bool),
+                np.zeros(n, dtype=bool),
+            )
+
+    # -------------------------------------------------------------- accessors
+    def ram(self, name: str) -> np.ndarray:
+        """The block's bytes as a flat uint8 array (a view)."""
+        return self.blocks[name].pages.reshape(-1)
+
+    def received(self, name: str) -> np.ndarray:
+        """QEMU's receivedmap of the block: one bool per target page."""
+        return self.blocks[name].received
+
+    # -------------------------------------------------------------- applying records
+    def apply_pages(self, event: ev.RamPages) -> None:
+        """Apply a run of ZERO or PAGE records (vectorised)."""
+        if event.kind == RAM_SAVE_FLAG_ZERO:
+            fill = event.fill
+            assert fill is not None
+            if not fill.any():
+                self.apply_zero_offsets(event.block, event.page_offsets)
+                return
+            img = self.blocks[event.block]
+            idx = event.page_offsets // self.target_page_size
+            img.pages[idx] = fill[:, None]
+            img.written[idx] = fill != 0
+            img.received[idx] = True
+        else:
+            assert event.data is not None
+            self.apply_page_data(event.block, event.page_offsets, event.data)
+
+    def apply_zero_offsets(self, block: str, page_offsets: np.ndarray) -> None:
+        """Zero pages (fill 0; also those inside multifd packets of QEMU >= 9.0).
+
+        QEMU skips the memset when the page is already zero: untouched pages stay free.
+        """
+        img = self.blocks[block]
+        idx = page_offsets // self.target_page_size
+        hit = idx[img.written[idx]]
+        if len(hit):
+            img.pages[hit] = 0
+            img.written[hit] = False
+        img.received[idx] = True
+
+    def apply_page_data(self, block: str, page_offsets: np.ndarray, data: np.ndarray) -> None:
+        """Normal pages from a multifd packet."""
+        self._store(self.blocks[block], page_offsets // self.target_page_size, data)
+
+    @staticmethod
+    def _store(img: BlockImage, idx: np.ndarray, data: np.ndarray) -> None:
+        """Pages ``idx`` of a block image get ``data`` and count as written and received."""
+        img.pages[idx] = data
+        img.written[idx] = True
+        img.received[idx] = True
+
+    def apply_xbzrle(self, event: ev.RamXbzrle) -> int:
+        """Decode an XBZRLE delta onto the current page content (QEMU's ``load_xbzrle``)."""
+        from ramlab.xbzrle import decode_page
+
+        img = self.blocks[event.block]
+        i = event.page_offset // self.target_page_size
+        try:
+            covered = decode_page(event.data, img.pages[i])
+        except Exception as exc:  # XbzrleError: re-raise with the stream position
+            raise _xbzrle_error(exc, event) from exc
+        img.written[i] = True
+        img.received[i] = True
+        return covered
+
+    def apply_xbzrle_batch(self, block: str, events: list[ev.RamXbzrle]) -> tuple[np.ndarray, np.ndarray]:
+        """Decode many XBZRLE records of one block at once (pages must be distinct).
+
+        Returns ``(before, after)`` copies of the pages, ``[n, page_size]``, for delta views.
+        An invalid record raises :class:`~ramlab.errors.StreamError` after the records
+        before it have been applied, as QEMU's loader would have applied them.
+        """
+        from ramlab.errors import XbzrleError
+        from ramlab.xbzrle import decode_batch
+
+        img = self.blocks[block]
+        idx = np.fromiter((e.page_offset for e in events), np.int64, len(events)) // self.target_page_size
+        before = img.pages[idx]
+        after = before.copy()
+        try:
+            decode_batch([e.data for e in events], after)
+        except XbzrleError as exc:
+            k = exc.page  # type: ignore[attr-defined]
+            self._store(img, idx[:k], after[:k])
+            raise _xbzrle_error(exc, events[k]) from exc
+        self._store(img, idx, after)
+        return before, after
+
+    def apply_compressed(self, event: ev.RamCompressed) -> None:
+        """Inflate a COMPRESS_PAGE record into its page; the zlib stream must end cleanly."""
+        img = self.blocks[event.block]
+        i = event.page_offset // self.target_page_size
+        tps = self.target_page_size
+        d = zlib.decompressobj()
+        try:
+            out = d.decompress(event.data, tps)
+            ok = d.eof and not d.unconsumed_tail and not d.unused_data
+        except zlib.error as exc:
+            out, ok = b"", False
+            reason = str(exc)
+        else:
+            reason = "the zlib stream does not end exactly at the record's end"
+        if not ok:
+            raise StreamError(
+                f"Failed to decompress page: {reason}", offset=event.offset, section="ram",
+                expected="one complete zlib stream inflating to at most one page",
+                found=f"{len(event.data)} bytes for page 0x{event.page_offset:x} of {event.block!r}",
+            )
+        img.pages[i, : len(out)] = np.frombuffer(out, dtype=np.uint8)
+        img.written[i] = True
+        img.received[i] = True
+
+    def discard(self, block: str, start: int, length: int, offset: int | None = None) -> np.ndarray:
+        """Postcopy discard of a byte range: clear the received bits and drop the memory.
+
+        Returns the target-page indices discarded. Start and length must be aligned to the
+        block's host page size, else QEMU fails with "Unaligned start address/length".
+        """
+        img = self.blocks.get(block)
+        if img is None:
+            raise StreamError("discard for an unknown RAM block", offset=offset, found=repr(block))
+        if start % img.page_size or length % img.page_size:
+            raise StreamError(
+                "Unaligned start address/length in postcopy discard", offset=offset,
+                expected=f"multiples of the host page size 0x{img.page_size:x}",
+                found=f"start 0x{start:x} length 0x{length:x}",
+            )
+        if start + length > img.used_length:
+            raise StreamError(
+                "postcopy discard past the end of the block", offset=offset,
+                expected=f"<= 0x{img.used_length:x}", found=f"0x{start + length:x}",
+            )
+        tps = self.target_page_size
+        idx = np.arange(start // tps, (start + length) // tps)
+        img.pages[idx] = 0
+        img.written[idx] = False
+        img.received[idx] = False
+        return idx
+
+
+def _xbzrle_error(exc: Exception, event: ev.RamXbzrle) -> StreamError:
+    """QEMU's "Failed to load XBZRLE page", at the record's stream position."""
+    return StreamError(
+        f"Failed to load XBZRLE page: {exc}", offset=event.offset, section="ram",
+        found=f"page 0x{event.page_offset:x} of {event.block!r}",
+    )

@@ -1,0 +1,377 @@
+"""Simulate a QEMU migration: :func:`simulate` (notebooks) and ``ramlab simulate`` (CLI).
+
+A guest (:mod:`ramlab.model.guest`) runs a workload (:mod:`ramlab.model.workloads`) while the
+modelled sender (:mod:`ramlab.model.sender`) migrates it. The result has the same
+:class:`~ramlab.trace.Trace` as a decoded capture (plus the dirty bitmaps and XBZRLE
+unchanged/overflow classes), QEMU's counters per pass, and, with ``stream=True``, a complete
+savevm stream that a real QEMU 7.2 loads: header and configuration, the RAM START/PART.../END
+sections, then the template capture's device sections, EOF and vmdesc, spliced verbatim.
+
+Why a template: a destination QEMU only accepts a stream whose RAM block list (VGA RAM,
+ROMs, ACPI tables...) and device sections match its machine. The default template is the
+bundled capture ``data/plain`` (``pc`` machine, QEMU 7.2); the simulated ``pc.ram`` gets the
+requested size, every other block the template's size and final content.
+
+Postcopy (``postcopy=True``, :mod:`ramlab.model.postcopy_sender`): after ``postcopy_after``
+precopy passes the migration switches to postcopy; the result then also has the return path
+(``return_path``: PONGs, page requests, SHUT) and ``postcopy`` (discard plans, the destination's
+received map, the channels). ``hugepages=True`` gives the main block the name ``m0`` and 2 MiB
+pages (host ratio 512), like the ``postcopy-hugepages`` capture, whose block list and device
+sections are then the default template. ``postcopy_pause_after=K`` models a broken channel
+and postcopy recovery: ``streams``/``return_paths`` hold the two channels, ``stream`` and
+``return_path`` their concatenations (what ``ramlab.open`` decodes).
+
+``max_passes`` bounds the passes as the trace counts them (see :mod:`ramlab.model.sender`): a
+run forced to complete has exactly ``max_passes`` passes, the last one ``complete``.
+
+    >>> r = simulate(ram="4M", workload="counters", xbzrle=True, cache_size="1M",
+    ...              bandwidth="4M", template=False, seed=1)
+    >>> r.converged, r.trace.pass_kinds[0], r.trace.pass_kinds[-1]
+    (True, 'bulk', 'complete')
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ramlab.data import shared_dir
+from ramlab.errors import SimulationError
+from ramlab.model.guest import MAIN_BLOCK, TARGET_PAGE_SIZE, Guest, _as_migration
+from ramlab.model.postcopy_sender import PostcopyOutcome, PostcopyParams, PostcopySender, device_sections
+from ramlab.model.sender import MigrationParams, RamSender
+from ramlab.model.workloads import make_workload
+from ramlab.trace import PageClass, Trace
+from ramlab.wire import events as ev
+
+__all__ = ["SimulationResult", "simulate", "parse_size", "default_template"]
+
+#: fallback template: the shared captures beside the repository ($RAMLAB_SHARED overrides)
+SHARED_TEMPLATE = shared_dir() / "captures" / "precopy-plain"
+
+#: columns of the per-pass table (trace counter names)
+TABLE_COLUMNS = ("duplicate", "normal", "xbzrle_pages", "xbzrle_unchanged", "xbzrle_overflow",
+                 "xbzrle_cache_miss", "compressed", "transferred", "dirty_sync_count", "remaining",
+                 "cpu_throttle_percentage", "time_ms")
+#: extra columns of postcopy runs
+POSTCOPY_COLUMNS = ("discarded", "requested", "postcopy_requests")
+HUGE_PAGE_SIZE = 2 << 20
+HUGE_BLOCK = "m0"
+
+
+def parse_size(value: int | float | str) -> int:
+    """``"64M"`` -> 67108864 (binary suffixes K, M, G, T; plain numbers are bytes).
+
+    >>> parse_size("64M"), parse_size(4096), parse_size("1.5k")
+    (67108864, 4096, 1536)
+    """
+    if isinstance(value, int | float | np.integer):
+        return int(value)
+    t = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)):
+        if t.endswith(suffix):
+            t, mult = t[:-1], m
+            break
+    try:
+        return int(float(t) * mult)
+    except ValueError:
+        raise SimulationError(f"not a size: {value!r}") from None
+
+
+def default_template() -> Path | None:
+    """The bundled ``data/plain`` capture, else the shared ``precopy-plain``, else None."""
+    from ramlab.data import data_dir
+
+    for p in (data_dir() / "plain", SHARED_TEMPLATE):
+        if p.is_dir():
+            return p
+    return None
+
+
+@dataclass
+class SimulationResult:
+    """A simulated migration: ``trace``, ``stream`` (bytes or None), ``events`` (None unless a
+    stream was asked for), ``final_ram`` (``{block: flat uint8}`` at completion = what the
+    destination must hold), ``counters`` (final, QEMU names), ``converged`` (False when
+    ``max_passes`` forced the completion), ``params``, ``time_s`` (simulated seconds)."""
+
+    trace: Trace
+    stream: bytes | None
+    events: list[ev.Event] | None
+    final_ram: dict[str, np.ndarray]
+    counters: dict[str, float]
+    converged: bool
+    params: dict[str, Any]
+    time_s: float
+    log: list[dict] = field(default_factory=list)
+    return_path: bytes | None = None
+    streams: list[bytes] | None = None
+    return_paths: list[bytes] | None = None
+    postcopy: PostcopyOutcome | None = None
+
+    def pass_table(self) -> list[dict[str, Any]]:
+        """One row per pass: kind and the per-pass counters of :data:`TABLE_COLUMNS`."""
+        rows = []
+        for i, kind in enumerate(self.trace.pass_kinds):
+            row: dict[str, Any] = {"pass": i, "kind": kind}
+            cols = TABLE_COLUMNS + (POSTCOPY_COLUMNS if self.postcopy is not None else ())
+            for k in cols:
+                if k in self.trace.counters:
+                    row[k] = int(self.trace.counters[k][i])
+            rows.append(row)
+        return rows
+
+    def format_table(self) -> str:
+        """The per-pass table as fixed-width text (what ``ramlab simulate`` prints)."""
+        rows = self.pass_table()
+        if not rows:
+            return "(no passes)"
+        cols = list(rows[0])
+        short = {"xbzrle_pages": "xbzrle", "postcopy_requests": "reqs", "discarded": "discard",
+                 "requested": "req_pg", "xbzrle_unchanged": "xb_same", "xbzrle_overflow": "xb_ovfl",
+                 "xbzrle_cache_miss": "xb_miss", "dirty_sync_count": "syncs", "cpu_throttle_percentage": "thr%",
+                 "transferred": "bytes"}
+        heads = [short.get(c, c) for c in cols]
+        cells = [[str(r[c]) for c in cols] for r in rows]
+        widths = [max(len(h), *(len(x[j]) for x in cells)) for j, h in enumerate(heads)]
+        lines = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
+        lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = self.pass_table()
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in (rows[0] if rows else {}))
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows
+        )
+        p = self.params
+        status = "converged" if self.converged else f"did not converge in {p.get('max_passes')} passes"
+        size = f", stream {len(self.stream):,} bytes" if self.stream is not None else ""
+        return (
+            f"<div><b>ramlab simulation</b>: {html.escape(str(p.get('workload')))} on "
+            f"{p.get('ram', 0) >> 20} MiB, {p.get('bandwidth', 0) >> 20} MiB/s, {status}, "
+            f"{self.time_s:.2f} s simulated{size}"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        )
+
+    def save(self, path: str | os.PathLike[str], return_path: str | os.PathLike[str] | None = None) -> Path:
+        """Write the stream (needs ``stream=True``) to ``path``, and the return path (postcopy)
+        to ``return_path`` when given."""
+        if self.stream is None:
+            raise SimulationError("no stream: run simulate(..., stream=True)")
+        p = Path(path)
+        p.write_bytes(self.stream)
+        if return_path is not None:
+            if self.return_path is None:
+                raise SimulationError("no return path: only postcopy runs have one")
+            Path(return_path).write_bytes(self.return_path)
+        return p
+
+
+def _split_template(events: list[ev.Event]) -> tuple[list[ev.Event], list[ev.Event], int]:
+    """(events before the RAM START section, events after the RAM END section, RAM section id)."""
+    start = end = None
+    sid = 2
+    for i, e in enumerate(events):
+        if isinstance(e, ev.SectionHeader) and e.idstr == "ram":
+            if e.section_type == 1 and start is None:
+                start, sid = i, e.section_id
+            elif e.section_type == 3:
+                end = i
+    if start is None or end is None:
+        raise SimulationError("the template has no RAM START/END sections (is it a precopy capture?)")
+    j = end + 1
+    while j < len(events) and not (isinstance(events[j], ev.SectionFooter) and events[j].section_id == sid):
+        j += 1
+    return list(events[:start]), list(events[j + 1 :]), sid
+
+
+def _postcopy_template(events: list[ev.Event]) -> tuple[list[ev.Event], list[ev.Event], list[ev.Event], int]:
+    """(header + configuration, device FULL sections, precopy epilogue, RAM section id) of any
+    capture, precopy or postcopy (whose device sections sit inside the PACKAGED blob)."""
+    pro, epi, sid = _split_template(events)
+    pro = [e for e in pro if not isinstance(e, ev.Command)]
+    devices = device_sections(events)
+    if not any(isinstance(e, ev.DeviceState) for e in epi):
+        epi = [*devices, ev.EndOfFile()]
+    return pro, devices, epi, sid
+
+
+def _guest_from_template(mig: Any, ram_b: int, hugepages: bool) -> Guest:
+    """The template's block list with the main block (``pc.ram`` or ``m0``) resized; with
+    ``hugepages`` it is called ``m0`` and has 2 MiB pages (content copied as far as it fits)."""
+    spec, src = [], []
+    for e in mig.blocks:
+        if e.name in (MAIN_BLOCK, HUGE_BLOCK):
+            name = HUGE_BLOCK if hugepages else e.name
+            spec.append((name, ram_b, HUGE_PAGE_SIZE if hugepages else TARGET_PAGE_SIZE))
+        else:
+            spec.append((e.name, e.used_length, e.page_size or TARGET_PAGE_SIZE))
+        src.append(e.name)
+    g = Guest(spec)
+    for (name, _, _), sname in zip(spec, src):
+        data = np.asarray(mig.ram(sname), np.uint8).reshape(-1)
+        dst = g.block(name).flat()
+        n = min(data.size, dst.size)
+        dst[:n] = data[:n]
+    return g
+
+
+def default_hugepage_template() -> Path | None:
+    """The bundled ``data/postcopy-hugepages`` capture (block ``m0`` in 2 MiB pages), else None."""
+    from ramlab.data import data_dir
+
+    p = data_dir() / "postcopy-hugepages"
+    return p if p.is_dir() else None
+
+
+def _bare_prologue() -> list[ev.Event]:
+    name = b"pc-i440fx-7.2"
+    body = len(name).to_bytes(4, "big") + name
+    return [ev.FileHeader(3), ev.Configuration("pc-i440fx-7.2", body)]
+
+
+def simulate(
+    ram: int | str = "64M",
+    workload: str = "hotset",
+    xbzrle: bool = False,
+    cache_size: int | str = "64M",
+    compress: bool = False,
+    compress_level: int = 1,
+    bandwidth: int | str = "32M",
+    downtime_ms: float = 300,
+    auto_converge: bool = False,
+    max_passes: int = 30,
+    seed: int = 0,
+    template: Any = None,
+    stream: bool = False,
+    dirty_rate: int | str | None = None,
+    record_dirty: bool = True,
+    postcopy: bool = False,
+    postcopy_after: int = 1,
+    hugepages: bool = False,
+    discard_algorithm: str = "seed",
+    postcopy_bandwidth: int | str = 0,
+    release_ram: bool = False,
+    postcopy_pause_after: int | None = None,
+    **workload_params: Any,
+) -> SimulationResult:
+    """Simulate migrating a guest of ``ram`` bytes running ``workload``.
+
+    ``bandwidth`` is ``max-bandwidth`` (bytes/s), ``downtime_ms`` ``downtime-limit``;
+    ``xbzrle``/``cache_size``, ``compress``/``compress_level`` and ``auto_converge`` are the
+    capabilities and their parameters. ``dirty_rate`` (bytes/s) and ``workload_params`` go to
+    the workload (:func:`ramlab.model.workloads.make_workload`). ``template``: capture folder,
+    stream path, bytes or :class:`~ramlab.Migration` giving the block list and device
+    sections (``None``: :func:`default_template`; ``False``: a bare guest with only
+    ``pc.ram`` and no device sections, which QEMU cannot load). ``stream=True`` also builds
+    the savevm stream. Deterministic for a given ``seed``.
+
+    ``max_passes``: the most passes the trace may have (the completion pass included); when
+    precopy does not converge, the run is forced to complete with exactly that many.
+
+    Postcopy: ``postcopy`` turns on ``postcopy-ram``; the switch comes after ``postcopy_after``
+    precopy passes (trace count; 0 = at once), unless precopy converges first.
+    ``discard_algorithm`` is ``"seed"`` (QEMU ~3.0) or ``"modern"`` (QEMU >= 4.2);
+    ``postcopy_bandwidth`` is ``max-postcopy-bandwidth`` (0: the link, ``bandwidth``);
+    ``release_ram`` the ``release-ram`` capability; ``postcopy_pause_after`` pauses postcopy
+    after that many pages and recovers (two channels). ``hugepages``: main block ``m0`` in
+    2 MiB pages (``ram`` must be a multiple of 2 MiB).
+
+        >>> r = simulate(ram="8M", workload="uniform", dirty_rate="16M", bandwidth="8M", template=False,
+        ...              postcopy=True, postcopy_after=1, postcopy_bandwidth="2M", stream=True)
+        >>> r.trace.pass_kinds[:2], r.counters["requested"] > 0, r.return_path[-8:].hex()
+        (['bulk', 'postcopy'], True, '0001000400000000')
+    """
+    ram_b = parse_size(ram)
+    rate = parse_size(dirty_rate) if dirty_rate is not None else None
+    params = MigrationParams(
+        bandwidth=parse_size(bandwidth), downtime_limit_ms=float(downtime_ms), xbzrle=bool(xbzrle),
+        xbzrle_cache_size=parse_size(cache_size), compress=bool(compress), compress_level=int(compress_level),
+        auto_converge=bool(auto_converge), max_passes=int(max_passes),
+    ).validate()
+    if template is None:
+        template = (default_hugepage_template() if hugepages else None) or default_template()
+    prologue: list[ev.Event]
+    epilogue: list[ev.Event]
+    devices: list[ev.Event] = []
+    sid = 2
+    tname = None
+    if hugepages and ram_b % HUGE_PAGE_SIZE:
+        raise SimulationError("with hugepages the RAM size must be a multiple of 2 MiB")
+    if template is None or template is False:
+        guest = (Guest.from_sizes([(HUGE_BLOCK, ram_b, HUGE_PAGE_SIZE)]) if hugepages
+                 else Guest.from_sizes([(MAIN_BLOCK, ram_b)]))
+        prologue, epilogue = _bare_prologue(), [ev.EndOfFile()]
+    else:
+        mig = _as_migration(template)
+        tname = getattr(mig, "name", None)
+        if postcopy or hugepages or any(b.name == HUGE_BLOCK for b in mig.blocks):
+            guest = _guest_from_template(mig, ram_b, hugepages)
+            prologue, devices, epilogue, sid = _postcopy_template(mig.events)
+        else:
+            guest = Guest.from_template(mig, ram_b)
+            prologue, epilogue, sid = _split_template(mig.events)
+    if "block" not in workload_params and guest.main.name != MAIN_BLOCK:
+        workload_params["block"] = guest.main.name
+    if workload == "replay" and "capture" not in workload_params:
+        if template is None or template is False:
+            raise SimulationError("the replay workload needs capture=... (or a template capture to replay)")
+        workload_params["capture"] = mig  # replay the template's own passes
+    rng = np.random.default_rng(seed)
+    wl = make_workload(workload, rate, seed=rng, **workload_params)
+    wl.attach(guest)
+    meta = {"name": f"simulate {getattr(wl, 'name', workload)}", "template": tname, "seed": seed}
+    outcome: PostcopyOutcome | None = None
+    if postcopy:
+        pcp = PostcopyParams(after_passes=int(postcopy_after), discard_algorithm=discard_algorithm,  # type: ignore
+                             bandwidth=parse_size(postcopy_bandwidth), release_ram=bool(release_ram),
+                             pause_after=postcopy_pause_after, device_events=devices)
+        psender = PostcopySender(guest, wl, params, pcp, prologue=prologue, epilogue=epilogue, emit=stream,
+                                 record_dirty=record_dirty, ram_section_id=sid, meta=meta)
+        outcome = psender.run()
+        res = outcome.result
+        caps = res.trace.meta.setdefault("capabilities", [])
+        caps += ["postcopy-ram"] + (["release-ram"] if release_ram else [])
+    else:
+        if release_ram or postcopy_pause_after is not None:
+            raise SimulationError("release_ram and postcopy_pause_after need postcopy=True")
+        sender = RamSender(guest, wl, params, prologue=prologue, epilogue=epilogue, emit=stream,
+                           record_dirty=record_dirty, ram_section_id=sid, meta=meta)
+        res = sender.run()
+    data = None
+    if stream:
+        from ramlab.wire.encoder import encode_events
+
+        data = outcome.stream if outcome is not None else b"".join(encode_events(res.events))
+    info = {"ram": ram_b, "workload": getattr(wl, "name", workload), "xbzrle": params.xbzrle,
+            "cache_size": params.xbzrle_cache_size, "compress": params.compress,
+            "compress_level": params.compress_level, "bandwidth": params.bandwidth,
+            "downtime_ms": params.downtime_limit_ms, "auto_converge": params.auto_converge,
+            "max_passes": params.max_passes, "seed": seed, "dirty_rate": wl.dirty_rate, "template": tname,
+            "postcopy": bool(postcopy), "hugepages": bool(hugepages),
+            **({"postcopy_after": int(postcopy_after), "discard_algorithm": discard_algorithm,
+                "postcopy_bandwidth": parse_size(postcopy_bandwidth), "release_ram": bool(release_ram),
+                "postcopy_pause_after": postcopy_pause_after, "switched": outcome.switched}
+               if outcome is not None else {}),
+            **workload_params}
+    res.trace.meta.update({k: v for k, v in info.items() if isinstance(v, int | float | str | bool | None)})
+    if outcome is None:
+        return SimulationResult(res.trace, data, res.events if stream else None, res.final_ram, res.counters,
+                                res.converged, info, res.time_s, res.log)
+    return SimulationResult(res.trace, data, res.events if stream else None, res.final_ram, res.counters,
+                            res.converged, info, res.time_s, res.log,
+                            return_path=outcome.return_path, streams=list(outcome.streams) if stream else None,
+                            return_paths=list(outcome.return_paths), postcopy=outcome)
+
+
+def class_totals(trace: Trace) -> dict[str, int]:
+    """Pages per :class:`~ramlab.trace.PageClass` name over all passes."""
+    counts = trace.class_counts().sum(axis=0)
+    return {PageClass(i).name: int(n) for i, n in enumerate(counts) if n}
