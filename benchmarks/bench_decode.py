@@ -68,7 +68,7 @@ def make_page_heavy(idle: Path, out: Path, gib: float) -> Path:
     if out.exists():
         return out
     dec = StreamDecoder()
-    dec.feed(ramlab.io.read_stream(idle))
+    dec.receive_data(ramlab.io.read_stream(idle))
     dec.close()
     limit = int(gib * (1 << 30))
     pool = np.random.default_rng(0).integers(0, 256, size=(8192, 4096), dtype=np.uint8)

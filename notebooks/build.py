@@ -226,7 +226,7 @@ stream = (b"QEVM" + struct.pack(">I", 3)
           + EOS + footer(2) + b"\\x00")
 print(len(stream), "bytes")
 dec = StreamDecoder()
-dec.feed(stream)
+dec.receive_data(stream)
 dec.close()
 lab.events_table(list(dec.events()), stream, n=20)
 """),

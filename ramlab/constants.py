@@ -124,13 +124,15 @@ def compress_bound(n: int) -> int:
 MULTIFD_MAGIC = 0x11223344
 MULTIFD_VERSION = 1
 MULTIFD_FLAG_SYNC = 1 << 0
-MULTIFD_FLAG_COMPRESSION_MASK = 0xE  # bits 1-3 (7.2); QEMU 9.0: 0x0E with qpl/uadk
+MULTIFD_FLAG_COMPRESSION_MASK = 0xE  # bits 1-3 (7.2)
+MULTIFD_FLAG_COMPRESSION_MASK_90 = 0x1F << 1  # bits 1-5 (>= 9.0: qpl, uadk, qatzip)
 MULTIFD_FLAG_NOCOMP = 0 << 1
 MULTIFD_FLAG_ZLIB = 1 << 1
 MULTIFD_FLAG_ZSTD = 2 << 1
 MULTIFD_FLAG_DEVICE_STATE = 1 << 6  # QEMU >= 10.0
 MULTIFD_PACKET_SIZE = 512 * 1024
 MULTIFD_INIT_SIZE = 64
+MULTIFD_INIT_SIZE_SEED = 25  # QEMU 2.11-3.0: packed magic, version, uuid[16], id; no padding
 
 # --- mapped-ram (QEMU >= 9.0) ---------------------------------------------------------
 MAPPED_RAM_HDR_VERSION = 1

@@ -1,14 +1,14 @@
 """One decoded migration: the front door object that :func:`ramlab.open` returns.
 
-It runs the sans-IO decoders over the main channel (plus multifd channels and the postcopy
-return path when given), applies every RAM record to a :class:`~ramlab.model.destination.Destination`,
-and keeps what views need: the events, the final RAM of each block, and a
-:class:`~ramlab.trace.Trace` of what happened pass by pass.
+It reads the inputs (:mod:`ramlab.io`), runs the sans-IO decoders of :mod:`ramlab.wire` over the
+main channel, the multifd channels and the postcopy return path, hands the events to a
+:class:`~ramlab.model.loader.RamLoader`, and exposes what views need: the events, the final RAM of
+each block, and a :class:`~ramlab.trace.Trace` of what happened pass by pass.
 
     >>> import ramlab
-    >>> m = ramlab.open(ramlab.data_path("plain"))           # doctest: +SKIP
-    >>> m.records["page"], m.trace.n_passes                   # doctest: +SKIP
-    (..., ...)
+    >>> m = ramlab.open(ramlab.data_path("plain"))
+    >>> m.error is None, m.records["zero"] > 0
+    (True, True)
 """
 
 from __future__ import annotations
@@ -24,25 +24,21 @@ from typing import Any
 
 import numpy as np
 
-from ramlab.constants import (
-    MIG_CMD_POSTCOPY_LISTEN,
-    MIG_CMD_POSTCOPY_RAM_DISCARD,
-    MIG_CMD_POSTCOPY_RUN,
-    QEMU_VM_SECTION_END,
-    QEMU_VM_SECTION_START,
-    RAM_SAVE_FLAG_ZERO,
-)
+from ramlab.constants import QEMU_VM_SECTION_START, RAM_SAVE_FLAG_ZERO
 from ramlab.errors import RamlabError, StreamError
 from ramlab.io import read_stream
 from ramlab.model.destination import Destination
-from ramlab.model.passes import PassTracker
-from ramlab.trace import BlockInfo, PageClass
+from ramlab.model.loader import RamLoader
+from ramlab.model.multifd_loader import MultifdLoader
 from ramlab.wire import events as ev
 from ramlab.wire.decoder import StreamDecoder
+from ramlab.wire.multifd import MultifdChannelDecoder
+from ramlab.wire.return_path import ReturnPathDecoder
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
-XBZRLE_BEFORE_AFTER_LIMIT = 64 << 20  # bytes of page snapshots kept for delta views
+#: bytes of main stream fed to the decoder at a time when a progress bar is shown
+PROGRESS_CHUNK = 64 << 20
 
 
 class Migration:
@@ -51,7 +47,8 @@ class Migration:
     Attributes: ``events`` (main-channel events), ``error`` (the :class:`StreamError` that
     stopped decoding, or ``None``), ``blocks`` (MEM_SIZE entries), ``destination`` (RAM
     images and received bitmaps), ``trace``, ``records`` (counts of RAM page records by kind),
-    ``machine_type``, ``vmdesc`` (parsed JSON trailer or ``None``).
+    ``machine_type``, ``vmdesc`` (parsed JSON trailer or ``None``), ``loader`` (the
+    :class:`~ramlab.model.loader.RamLoader` that applied the events).
     """
 
     def __init__(
@@ -68,297 +65,135 @@ class Migration:
         self.data = read_stream(stream)
         self.channel_data = [read_stream(c) for c in channels]
         self.return_path_data = read_stream(return_path) if return_path is not None else None
-        self.memmap_dir = memmap_dir
         self.error: RamlabError | None = None
         self.events: list[ev.Event] = []
-        self.blocks: tuple[ev.RamBlockEntry, ...] = ()
-        self.destination: Destination | None = None
-        self.records: Counter[str] = Counter()
-        self.sections: Counter[str] = Counter()
-        self.commands: Counter[str] = Counter()
-        self.machine_type: str | None = None
         self.vmdesc: dict | None = None
-        self.discards: list[tuple[str, int, int]] = []
-        self.requests: list[Any] = []
-        self.return_path_events: list[Any] = []
-        self.multifd_packets: list[list[Any]] = []
-        self._snapshots: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._snap_bytes = 0
-        self._trace_events: list[dict] = []
-        self._xbzrle_pending: list[ev.RamXbzrle] = []
-        self._xbzrle_pages: set[int] = set()
-        self._decode(page_size, progress)
-
-    # ------------------------------------------------------------------ decoding
-    def _decode(self, page_size: int | None, progress: bool) -> None:
-        dec = StreamDecoder(page_size=page_size)
-        self.decoder = dec
-        bar = _progress(len(self.data), progress, self.name)
-        chunk = 64 << 20
-        mv = memoryview(self.data) if not isinstance(self.data, memoryview) else self.data
-        try:
-            if len(mv) <= chunk or not progress:
-                dec.feed(mv)
-                dec.close()
-                self.events.extend(dec.events())
-            else:
-                for i in range(0, len(mv), chunk):
-                    dec.feed(mv[i : i + chunk])
-                    self.events.extend(dec.next_events())
-                    bar.update(min(chunk, len(mv) - i))
-                dec.close()
-                self.events.extend(dec.events())
-        except StreamError as err:
-            self.error = err
-            self.events.extend(dec.next_events() if dec._out else [])
-        finally:
-            bar.close()
-        self.page_size = dec.page_size
+        self.requests: list[ev.ReqPages] = []
+        self.return_path_events: list[ev.ReturnPathEvent] = []
+        self.multifd_packets: list[list[ev.Event]] = []
+        self.decoder = StreamDecoder(page_size=page_size)
+        self._decode_main(progress)
+        self.page_size = self.decoder.page_size
         if self.return_path_data is not None:
             self._decode_return_path()
-        self._apply()
+        self.loader = RamLoader(
+            self.page_size, memmap_dir=memmap_dir, stream=self.data, requests=self.requests,
+            reorder_window=4096 if any(isinstance(e, ev.RamCompressed) for e in self.events) else 0,
+        )
+        if self.channel_data:
+            by_flush = any(isinstance(e, ev.RamMultifdFlush) for e in self.events)
+            self.loader.multifd = MultifdLoader(self.loader, by_flush=by_flush)
+        self._load()
+        self.trace = self.loader.to_trace(
+            meta={"name": self.name, "machine_type": self.machine_type, "target_page_size": self.page_size},
+            error=str(self.error) if self.error else None,
+        )
 
-    def _decode_return_path(self) -> None:
-        from ramlab.wire.postcopy import ReturnPathDecoder
+    # ------------------------------------------------------------------ decoding
+    def _fail(self, err: StreamError) -> None:
+        """Keep the first error: it is where decoding stopped."""
+        if self.error is None:
+            self.error = err
 
-        rp = ReturnPathDecoder()
+    def _decode_main(self, progress: bool) -> None:
+        dec = self.decoder
+        mv = self.data if isinstance(self.data, memoryview) else memoryview(self.data)
+        step = PROGRESS_CHUNK if progress and len(mv) > PROGRESS_CHUNK else max(len(mv), 1)
+        bar = _progress(len(mv), progress and step < len(mv), self.name)
         try:
-            rp.feed(bytes(self.return_path_data))
-            self.return_path_events.extend(rp)
-            rp.close()
+            for i in range(0, len(mv), step):
+                dec.receive_data(mv[i : i + step])
+                self.events.extend(dec.events())
+                bar.update(min(step, len(mv) - i))
+            dec.close()
+            self.events.extend(dec.events())
         except StreamError as err:
-            if self.error is None:
-                self.error = err
-        self.requests = [e for e in self.return_path_events if type(e).__name__ == "ReqPages"]
-
-    def _apply(self) -> None:
-        tps = self.page_size
-        tracker: PassTracker | None = None
-        block_index: dict[str, int] = {}
-        requested: dict[str, np.ndarray] = {}
-        compress = any(isinstance(e, ev.RamCompressed) for e in self.events)
-        epoch = 0
-        in_postcopy = False
-        discard_pass = False
-        completing = False  # inside the RAM END section: the VM is stopped
-        new_pass_pending = False  # the first postcopy page starts a pass of its own
-        apply_failed = False
-        for e in self.events:
-            if isinstance(e, ev.Configuration):
-                self.machine_type = e.machine_type
-            elif isinstance(e, ev.SectionHeader):
-                self.sections[e.type_name] += 1
-                if e.idstr == "ram" and e.section_type == QEMU_VM_SECTION_END and not in_postcopy:
-                    completing = True
-            elif isinstance(e, ev.Command):
-                self.commands[e.name] += 1
-                if e.cmd == MIG_CMD_POSTCOPY_RAM_DISCARD and tracker is not None and self.destination:
-                    if not discard_pass:
-                        tracker.new_pass("postcopy")
-                        tracker.force_kind("postcopy")
-                        discard_pass = True
-                    self._apply_discard(e, tracker, block_index)
-                elif e.cmd in (MIG_CMD_POSTCOPY_LISTEN, MIG_CMD_POSTCOPY_RUN):
-                    in_postcopy = True
-                    new_pass_pending = True
-                    if tracker is not None:
-                        tracker.force_kind("postcopy")
+            self._fail(err)
+        finally:
+            bar.close()
+        for i, e in enumerate(self.events):
+            if isinstance(e, ev.MappedRamArea) and e.region is None:
+                # decoded in chunks: give the event a view of the stream, for re-encoding
+                self.events[i] = dataclasses.replace(e, region=mv[e.offset : e.end])
             elif isinstance(e, ev.VmDescription):
                 try:
                     self.vmdesc = json.loads(e.json_bytes)
                 except ValueError as exc:
-                    self.error = self.error or StreamError(
-                        f"vmdesc is not valid JSON: {exc}", offset=e.offset
-                    )
-            elif isinstance(e, ev.RamMemSize):
-                self.blocks = e.blocks
-                self.destination = Destination(e.blocks, tps, self.memmap_dir)
-                infos, off = [], 0
-                for i, b in enumerate(e.blocks):
-                    infos.append(BlockInfo(b.name, b.used_length, b.page_size or tps, off))
-                    block_index[b.name] = i
-                    off += -(-b.used_length // tps)
-                tracker = PassTracker(tuple(infos), tps, reorder_window=4096 if compress else 0)
-                if self.requests:
-                    requested = self._requested_pages(block_index)
-            elif isinstance(e, ev.RamEos | ev.RamMultifdFlush):
-                epoch += 1
-            elif isinstance(e, ev.MappedRamArea):
-                if not self._apply_mapped_ram(e, tracker, block_index):
-                    apply_failed = True
-                    break
-            if isinstance(e, ev.RAM_PAGE_EVENTS):
-                if self.channel_data:
-                    continue  # multifd: applied epoch by epoch with the channels, below
-                if tracker is None or self.destination is None:
-                    self.error = self.error or StreamError(
-                        "RAM page record before the MEM_SIZE block list", offset=e.offset, section="ram"
-                    )
-                    break
-                if new_pass_pending:
-                    self._flush_xbzrle(tracker, block_index)
-                    tracker.new_pass("postcopy")
-                    new_pass_pending = False
-                if completing and tracker._forced_kind != "complete":
-                    # the RAM END section (VM stopped) is one pass of its own, wraps or not
-                    self._flush_xbzrle(tracker, block_index)
-                    tracker.new_pass("complete")
-                    tracker.force_kind("complete")
-                    tracker.split_on_wrap = False
-                try:
-                    if isinstance(e, ev.RamXbzrle):
-                        pend = self._xbzrle_pending
-                        if pend and (pend[0].block != e.block or e.page_offset in self._xbzrle_pages):
-                            self._flush_xbzrle(tracker, block_index)
-                        self._xbzrle_pending.append(e)
-                        self._xbzrle_pages.add(e.page_offset)
-                        continue
-                    self._flush_xbzrle(tracker, block_index)
-                    self._apply_page_event(e, tracker, block_index[e.block], in_postcopy, requested)
-                except StreamError as err:
-                    self.error = err
-                    apply_failed = True
-                    break
-        if tracker is not None and not apply_failed:  # the input ended, whole or damaged: apply what came
-            try:
-                self._flush_xbzrle(tracker, block_index)
-            except StreamError as err:
-                self.error = err
-        if tracker is None:
-            infos = ()
-            tracker = PassTracker(infos, tps)
-        self.epochs = epoch
-        self._tracker = tracker
-        if self.channel_data and self.destination is not None:
-            self._apply_multifd(tracker, block_index)
-        meta = {
-            "name": self.name,
-            "machine_type": self.machine_type,
-            "target_page_size": tps,
-        }
-        self.trace = tracker.to_trace(
-            source="capture", meta=meta, events=self._trace_events,
-            error=str(self.error) if self.error else None,
-        )
-        if self._snapshots:
-            snaps = self._snapshots
-            self.trace.page_bytes = lambda p, g: snaps.get((p, g), (None, None))
+                    self._fail(StreamError(f"vmdesc is not valid JSON: {exc}", offset=e.offset))
 
-    def _flush_xbzrle(self, tracker: PassTracker, block_index: dict[str, int]) -> None:
-        """Apply the queued XBZRLE records (same block, distinct pages) in one batch."""
-        pend = self._xbzrle_pending
-        if not pend:
-            return
-        self._xbzrle_pending = []
-        self._xbzrle_pages = set()
-        dst = self.destination
-        assert dst is not None
-        tps = self.page_size
-        block = pend[0].block
-        bi = block_index[block]
-        pages = np.fromiter((e.page_offset for e in pend), np.int64, len(pend)) // tps
-        nbytes = np.fromiter((8 + 3 + len(e.data) + (1 + len(e.block) if e.named else 0) for e in pend),
-                             np.uint32, len(pend))
-        self.records["xbzrle"] += len(pend)
-        # pages of a batch are distinct, but the tracker may still start a pass inside it (a wrap)
-        tracker.add(bi, pages, PageClass.XBZRLE, nbytes)
-        before, after = dst.apply_xbzrle_batch(block, pend)
-        if self._snap_bytes < XBZRLE_BEFORE_AFTER_LIMIT:
-            g = pages + tracker.blocks[bi].offset
-            passes = tracker.last_pass[g]
-            for i in range(len(pend)):
-                self._snapshots[(int(passes[i]), int(g[i]))] = (before[i], after[i])
-            self._snap_bytes += before.nbytes + after.nbytes
-
-    def _apply_mapped_ram(self, e: ev.MappedRamArea, tracker: PassTracker | None,
-                          block_index: dict[str, int]) -> bool:
-        """mapped-ram: copy the pages present in the area's bitmap from the stream buffer."""
-        from ramlab.model.mapped_ram import apply_mapped_ram_area
-
+    def _decode_return_path(self) -> None:
+        rp = ReturnPathDecoder()
+        rp.receive_data(self.return_path_data or b"")
+        rp.close()
         try:
-            if tracker is None or self.destination is None:
-                raise StreamError("mapped-ram area before the MEM_SIZE block list", offset=e.offset, section="ram")
-            idx = apply_mapped_ram_area(self.destination, e, self.data)
+            self.return_path_events.extend(rp.events())  # type: ignore[arg-type]
         except StreamError as err:
-            self.error = self.error or err
-            return False
-        if e.region is None:  # decoded in chunks: give the event a view of the stream for re-encoding
-            i = next(i for i, x in enumerate(self.events) if x is e)
-            self.events[i] = dataclasses.replace(e, region=memoryview(self.data)[e.offset : e.end])
-        self.records["mapped"] += len(idx)
-        tracker.add(block_index[e.block], idx, PageClass.NORMAL, np.full(len(idx), self.page_size, np.uint32))
-        return True
+            self._fail(err)
+        self.requests = [e for e in self.return_path_events if isinstance(e, ev.ReqPages)]
 
-    def _requested_pages(self, block_index: dict[str, int]) -> dict[str, np.ndarray]:
-        out: dict[str, list[np.ndarray]] = {}
-        tps = self.page_size
-        for r in self.requests:
-            out.setdefault(r.block, []).append(np.arange(r.start // tps, (r.start + r.length) // tps))
-        return {k: np.unique(np.concatenate(v)) for k, v in out.items()}
+    def _decode_channel(self, i: int, data: bytes | memoryview) -> list[ev.Event]:
+        dec = MultifdChannelDecoder(page_size=self.page_size)
+        dec.receive_data(data)
+        dec.close()
+        events: list[ev.Event] = []
+        try:
+            events.extend(dec.events())
+        except StreamError as err:
+            self._fail(StreamError(f"multifd channel {i}: {err.message}", offset=err.offset,
+                                   section=f"multifd channel {i}", expected=err.expected, found=err.found))
+        return events
 
-    def _apply_page_event(
-        self, e: ev.Event, tracker: PassTracker, bi: int, postcopy: bool, requested: dict[str, np.ndarray]
-    ) -> None:
-        dst = self.destination
-        assert dst is not None
-        tps = self.page_size
-        name_len = 1 + len(e.block) if e.named else 0  # type: ignore[union-attr]
-        if isinstance(e, ev.RamPages):
-            pages = e.page_offsets // tps
-            if e.kind == RAM_SAVE_FLAG_ZERO:
-                self.records["zero"] += len(e)
-                cls = PageClass.ZERO
-                size = 9
-            else:
-                self.records["page"] += len(e)
-                cls = PageClass.POSTCOPY if postcopy else PageClass.NORMAL
-                size = 8 + tps
-            nbytes = np.full(len(e), size, np.uint32)
-            nbytes[0] += name_len
-            cls_arr = np.full(len(e), cls, np.uint8)
-            if postcopy and e.block in requested:
-                hit = np.isin(pages, requested[e.block])
-                cls_arr[hit] = PageClass.REQUESTED
-            tracker.add(bi, pages, cls_arr, nbytes)
-            dst.apply_pages(e)
-        elif isinstance(e, ev.RamXbzrle):
-            self.records["xbzrle"] += 1
-            page = e.page_offset // tps
-            img = dst.blocks[e.block].pages[page]
-            before = img.copy() if self._snap_bytes < XBZRLE_BEFORE_AFTER_LIMIT else None
-            tracker.add(bi, np.array([page]), PageClass.XBZRLE, np.array([8 + name_len + 3 + len(e.data)]))
-            dst.apply_xbzrle(e)
-            if before is not None:
-                g = page + tracker.blocks[bi].offset
-                self._snapshots[(tracker.current, g)] = (before, img.copy())
-                self._snap_bytes += 2 * tps
-        elif isinstance(e, ev.RamCompressed):
-            self.records["compressed"] += 1
-            page = e.page_offset // tps
-            tracker.add(bi, np.array([page]), PageClass.COMPRESSED, np.array([8 + name_len + 4 + len(e.data)]))
-            dst.apply_compressed(e)
+    def _load(self) -> None:
+        loader = self.loader
+        try:
+            for e in self.events:
+                loader.load(e)
+        except StreamError as err:
+            self._fail(err)
+        else:
+            if loader.multifd is not None and loader.destination is not None:
+                for i, data in enumerate(self.channel_data, start=1):
+                    self.multifd_packets.append(self._decode_channel(i, data))
+                    loader.multifd.add_channel(self.multifd_packets[-1])
+        try:
+            loader.finish()  # the input ended, whole or damaged: apply what came
+        except StreamError as err:
+            self._fail(err)
+        if loader.request_error is not None:
+            self._fail(loader.request_error)
 
-    def _apply_discard(self, e: ev.Command, tracker: PassTracker, block_index: dict[str, int]) -> None:
-        from ramlab.wire.postcopy import decode_discard_payload
+    # ------------------------------------------------------------------ the loader's results
+    @property
+    def destination(self) -> Destination | None:
+        return self.loader.destination
 
-        assert self.destination is not None
-        name, ranges = decode_discard_payload(e.payload, offset=e.offset + 5)
-        bi = block_index.get(name)
-        for start, length in ranges:
-            idx = self.destination.discard(name, start, length, offset=e.offset)
-            self.discards.append((name, start, length))
-            if bi is not None:
-                tracker.mark(bi, idx, PageClass.DISCARDED)
-                tracker.count("discarded", len(idx))
-        self._trace_events.append(
-            {"pass": tracker.current, "kind": "discard", "block": name,
-             "ranges": [[int(s), int(n)] for s, n in ranges]}
-        )
+    @property
+    def blocks(self) -> tuple[ev.RamBlockEntry, ...]:
+        return self.loader.blocks
 
-    def _apply_multifd(self, tracker: PassTracker, block_index: dict[str, int]) -> None:
-        from ramlab.model.multifd_loader import apply_channels
+    @property
+    def records(self) -> Counter[str]:
+        return self.loader.records
 
-        apply_channels(self, tracker, block_index)
+    @property
+    def sections(self) -> Counter[str]:
+        return self.loader.sections
+
+    @property
+    def commands(self) -> Counter[str]:
+        return self.loader.commands
+
+    @property
+    def machine_type(self) -> str | None:
+        return self.loader.machine_type
+
+    @property
+    def discards(self) -> list[tuple[str, int, int]]:
+        return self.loader.discards
+
+    @property
+    def epochs(self) -> int:
+        return self.loader.epochs
 
     # ------------------------------------------------------------------ results
     def ram(self, block: str = "pc.ram") -> np.ndarray:

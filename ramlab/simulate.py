@@ -42,7 +42,7 @@ import numpy as np
 
 from ramlab.data import shared_dir
 from ramlab.errors import SimulationError
-from ramlab.model.guest import MAIN_BLOCK, TARGET_PAGE_SIZE, Guest, _as_migration
+from ramlab.model.guest import HUGE_BLOCK, HUGE_PAGE_SIZE, MAIN_BLOCK, Guest
 from ramlab.model.postcopy_sender import PostcopyOutcome, PostcopyParams, PostcopySender, device_sections
 from ramlab.model.sender import MigrationParams, RamSender
 from ramlab.model.workloads import make_workload
@@ -60,8 +60,6 @@ TABLE_COLUMNS = ("duplicate", "normal", "xbzrle_pages", "xbzrle_unchanged", "xbz
                  "cpu_throttle_percentage", "time_ms")
 #: extra columns of postcopy runs
 POSTCOPY_COLUMNS = ("discarded", "requested", "postcopy_requests")
-HUGE_PAGE_SIZE = 2 << 20
-HUGE_BLOCK = "m0"
 
 
 def parse_size(value: int | float | str) -> int:
@@ -203,24 +201,16 @@ def _postcopy_template(events: list[ev.Event]) -> tuple[list[ev.Event], list[ev.
     return pro, devices, epi, sid
 
 
-def _guest_from_template(mig: Any, ram_b: int, hugepages: bool) -> Guest:
-    """The template's block list with the main block (``pc.ram`` or ``m0``) resized; with
-    ``hugepages`` it is called ``m0`` and has 2 MiB pages (content copied as far as it fits)."""
-    spec, src = [], []
-    for e in mig.blocks:
-        if e.name in (MAIN_BLOCK, HUGE_BLOCK):
-            name = HUGE_BLOCK if hugepages else e.name
-            spec.append((name, ram_b, HUGE_PAGE_SIZE if hugepages else TARGET_PAGE_SIZE))
-        else:
-            spec.append((e.name, e.used_length, e.page_size or TARGET_PAGE_SIZE))
-        src.append(e.name)
-    g = Guest(spec)
-    for (name, _, _), sname in zip(spec, src):
-        data = np.asarray(mig.ram(sname), np.uint8).reshape(-1)
-        dst = g.block(name).flat()
-        n = min(data.size, dst.size)
-        dst[:n] = data[:n]
-    return g
+def _as_migration(template: object):  # type: ignore[no-untyped-def]
+    """A template or replay capture: a :class:`~ramlab.Migration`, or what :func:`ramlab.open` takes."""
+    from ramlab.migration import Migration
+    from ramlab.migration import open as open_migration
+
+    if isinstance(template, Migration):
+        return template
+    if isinstance(template, str | os.PathLike | bytes | bytearray | memoryview):
+        return open_migration(template)
+    raise SimulationError(f"cannot use {type(template).__name__} as a template capture")
 
 
 def default_hugepage_template() -> Path | None:
@@ -312,11 +302,12 @@ def simulate(
     else:
         mig = _as_migration(template)
         tname = getattr(mig, "name", None)
+        if mig.destination is None:
+            raise SimulationError(f"template {tname!r} has no RAM block list (MEM_SIZE)")
+        guest = Guest.from_template(mig.destination, ram_b, hugepages=hugepages)
         if postcopy or hugepages or any(b.name == HUGE_BLOCK for b in mig.blocks):
-            guest = _guest_from_template(mig, ram_b, hugepages)
             prologue, devices, epilogue, sid = _postcopy_template(mig.events)
         else:
-            guest = Guest.from_template(mig, ram_b)
             prologue, epilogue, sid = _split_template(mig.events)
     if "block" not in workload_params and guest.main.name != MAIN_BLOCK:
         workload_params["block"] = guest.main.name
@@ -324,6 +315,8 @@ def simulate(
         if template is None or template is False:
             raise SimulationError("the replay workload needs capture=... (or a template capture to replay)")
         workload_params["capture"] = mig  # replay the template's own passes
+    if workload == "replay" and not isinstance(workload_params["capture"], Trace):
+        workload_params["capture"] = _as_migration(workload_params["capture"]).trace
     rng = np.random.default_rng(seed)
     wl = make_workload(workload, rate, seed=rng, **workload_params)
     wl.attach(guest)

@@ -48,14 +48,14 @@ def decode_all(data, chunks=None, **kw):
     dec = StreamDecoder(**kw)
     out = []
     if chunks is None:
-        dec.feed(data)
+        dec.receive_data(data)
     else:
         pos = 0
         for n in chunks:
-            dec.feed(data[pos : pos + n])
-            out.extend(dec.next_events())
+            dec.receive_data(data[pos : pos + n])
+            out.extend(dec.events())
             pos += n
-        dec.feed(data[pos:])
+        dec.receive_data(data[pos:])
     try:
         dec.close()
         out.extend(dec.events())

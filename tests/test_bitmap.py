@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ramlab.constants import RAMBLOCK_RECV_BITMAP_ENDING
-from ramlab.errors import BitmapError
+from ramlab.errors import BitmapError, StreamError, TruncatedStream
 from ramlab.model.bitmap import Bitmap
 from ramlab.wire.recv_bitmap import decode_recv_bitmap, encode_recv_bitmap, recv_bitmap_size
 
@@ -165,16 +165,16 @@ def test_seed_rounding_loses_the_tail_bits():
 def test_blob_errors():
     bits = np.ones(65, bool)
     seed_blob = encode_recv_bitmap(bits, "seed")
-    with pytest.raises(BitmapError, match="size mismatch at byte 0: expected 0x10 .* found 0x8"):
+    with pytest.raises(StreamError, match="size mismatch at byte 0 .*expected 0x10, found 0x8"):
         decode_recv_bitmap(seed_blob, 65, "modern")  # seed <-> modern do not interoperate
-    with pytest.raises(BitmapError, match="truncated at byte 0: need 8 bytes of size, have 3"):
+    with pytest.raises(TruncatedStream, match="truncated at byte 0 .*expected 8 bytes of size, found 3 bytes"):
         decode_recv_bitmap(seed_blob[:3], 65, "seed")
-    with pytest.raises(BitmapError, match="truncated at byte 8: need 8 bytes of bitmap, have 4"):
+    with pytest.raises(TruncatedStream, match="truncated at byte 8 .*expected 8 bytes of bitmap, found 4 bytes"):
         decode_recv_bitmap(seed_blob[:12], 65, "seed")
-    with pytest.raises(BitmapError, match="truncated at byte 16: need the 8-byte end mark, have 4"):
+    with pytest.raises(TruncatedStream, match="truncated at byte 16 .*expected the 8-byte end mark, found 4 bytes"):
         decode_recv_bitmap(seed_blob[:20], 65, "seed")
     bad = seed_blob[:16] + b"\x01" * 8
-    with pytest.raises(BitmapError, match="end mark incorrect at byte 16"):
+    with pytest.raises(StreamError, match="end mark incorrect at byte 16"):
         decode_recv_bitmap(bad, 65, "seed")
     with pytest.raises(BitmapError):
         encode_recv_bitmap(bits, "other")

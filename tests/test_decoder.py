@@ -136,8 +136,8 @@ def test_byte_at_a_time_equals_whole():
     dec = StreamDecoder()
     got = []
     for i in range(len(data)):
-        dec.feed(data[i : i + 1])
-        got.extend(dec.next_events())
+        dec.receive_data(data[i : i + 1])
+        got.extend(dec.events())
     dec.close()
     got.extend(dec.events())
     assert got == whole

@@ -30,7 +30,7 @@ MAIN_STREAMS = [
 
 def decode(data: bytes) -> list:
     d = StreamDecoder()
-    d.feed(data)
+    d.receive_data(data)
     d.close()
     return list(d.events())
 

@@ -67,10 +67,10 @@ def _packets(folder: Path, ch: int) -> list[MultifdPacket]:
 
 def _drain(dec: MultifdChannelDecoder) -> tuple[list, StreamError | None]:
     out: list = []
+    dec.close()
     try:
-        for ev in dec:
+        for ev in dec.events():
             out.append(ev)
-        dec.close()
     except StreamError as exc:
         return out, exc
     return out, None
@@ -287,8 +287,8 @@ def test_byte_at_a_time_equals_whole(folder: Path, ch: int) -> None:
     dec = MultifdChannelDecoder()
     got = []
     for i in range(len(data)):
-        dec.feed(data[i : i + 1])
-        got.extend(dec)
+        dec.receive_data(data[i : i + 1])
+        got.extend(dec.events())
     dec.close()
     assert len(got) == len(whole) == 5
     assert got == whole
@@ -303,8 +303,8 @@ def test_random_chunks_equal_whole(cuts: list[int]) -> None:
     dec = MultifdChannelDecoder()
     got = []
     for a, b in zip(points, points[1:]):
-        dec.feed(bytearray(data[a:b]))  # bytearray: must be copied, not kept
-        got.extend(dec)
+        dec.receive_data(bytearray(data[a:b]))  # bytearray: must be copied, not kept
+        got.extend(dec.events())
     dec.close()
     assert got == decode_channel(data)
 
@@ -317,7 +317,7 @@ def test_truncated_channel(where: str) -> None:
     target = packets[3]
     cut = {"handshake": 30, "header": target.offset + 100, "payload": target.payload_offset + 17}[where]
     dec = MultifdChannelDecoder()
-    dec.feed(raw[:cut])
+    dec.receive_data(raw[:cut])
     events, err = _drain(dec)
     assert isinstance(err, TruncatedStream)
     if where == "handshake":
@@ -358,7 +358,7 @@ def test_damaged_packet(field: str, rel: int, value: bytes, exc: type, err_rel: 
     if field == "payload":
         target = packets[1]  # the first payload: corrupt the zstd frame header
     dec = MultifdChannelDecoder()
-    dec.feed(_damaged(raw[: packets[6].end], target.offset + rel, value))
+    dec.receive_data(_damaged(raw[: packets[6].end], target.offset + rel, value))
     events, err = _drain(dec)
     assert type(err) is exc, (field, err)
     assert err.offset == target.offset + err_rel, (field, str(err))
@@ -372,7 +372,7 @@ def test_damaged_next_packet_size_is_caught_downstream() -> None:
     target = _packets(Q72, 2)[2]
     bad = _damaged(raw, target.offset + 20, struct.pack(">I", target.next_packet_size - 3))
     dec = MultifdChannelDecoder()
-    dec.feed(bad)
+    dec.receive_data(bad)
     events, err = _drain(dec)
     assert isinstance(err, StreamError)
     assert err.offset >= target.offset
@@ -384,7 +384,7 @@ def test_bad_handshake() -> None:
     raw = _load(Q72 / "channel-1.bin.zst")
     for at, value, off in [(0, b"QEVM", 0), (4, struct.pack(">I", 7), 4)]:
         dec = MultifdChannelDecoder()
-        dec.feed(_damaged(raw[:200], at, value))
+        dec.receive_data(_damaged(raw[:200], at, value))
         with pytest.raises(StreamError) as info:
             dec.next_event()
         assert info.value.offset == off
@@ -437,11 +437,11 @@ def test_fuzz_only_ramlab_errors(name: str, edits: list, cut: int | None, chunk:
     try:
         if chunk:
             for i in range(0, len(data), chunk):
-                dec.feed(bytes(data[i : i + chunk]))
-                events.extend(dec)
+                dec.receive_data(bytes(data[i : i + chunk]))
+                events.extend(dec.events())
         else:
-            dec.feed(bytes(data))
-            events.extend(dec)
+            dec.receive_data(bytes(data))
+            events.extend(dec.events())
         dec.close()
     except StreamError as exc:  # anything else (IndexError, zlib.error, ZstdError...) fails the test
         assert exc.offset is not None and 0 <= exc.offset <= len(data)
@@ -459,7 +459,7 @@ def test_fuzz_real_prefix(edits: list) -> None:
     for at, value in edits:
         data[at % len(data)] = value
     dec = MultifdChannelDecoder()
-    dec.feed(bytes(data))
+    dec.receive_data(bytes(data))
     events, err = _drain(dec)
     assert err is None or isinstance(err, StreamError)
     if err is not None and err.offset is not None:
@@ -470,7 +470,7 @@ def test_zstd_bomb_is_refused_early() -> None:
     bomb = zstandard.ZstdCompressor(level=1).compress(bytes(256 << 20))
     pkt = encode_packet(flags=MULTIFD_FLAG_ZSTD, normal_offsets=[0], ramblock="pc.ram", payload=bomb)
     dec = MultifdChannelDecoder()
-    dec.feed(encode_handshake() + pkt)
+    dec.receive_data(encode_handshake() + pkt)
     events, err = _drain(dec)
     assert len(events) == 1 and isinstance(err, StreamError)
     assert "more than its pages" in str(err) and err.offset == 64 + HDR
@@ -481,7 +481,7 @@ def test_zlib_bomb_and_short_payload() -> None:
     for payload, text in [(bomb, "more than"), (zlib.compress(bytes(100)), "wrong decompressed size")]:
         pkt = encode_packet(flags=MULTIFD_FLAG_ZLIB, normal_offsets=[0], ramblock="pc.ram", payload=payload)
         dec = MultifdChannelDecoder()
-        dec.feed(encode_handshake() + pkt)
+        dec.receive_data(encode_handshake() + pkt)
         _, err = _drain(dec)
         assert isinstance(err, StreamError) and text in str(err)
 
@@ -545,7 +545,7 @@ def test_device_state_packets() -> None:
     assert events[2].offset == 64 + 276 + 6
     assert MultifdChannelEncoder().encode_events(events) == wire
     dec = MultifdChannelDecoder(max_device_state_size=4)
-    dec.feed(wire)
+    dec.receive_data(wire)
     _, err = _drain(dec)
     assert isinstance(err, StreamError) and err.offset == 64 + 272
 
@@ -553,11 +553,11 @@ def test_device_state_packets() -> None:
 def test_close_keeps_undrained_events_and_clean_eof() -> None:
     wire = encode_handshake() + encode_packet(flags=MULTIFD_FLAG_SYNC) * 2
     dec = MultifdChannelDecoder()
-    dec.feed(wire)
+    dec.receive_data(wire)
     dec.close()
-    assert len(list(dec)) == 3
+    assert len(list(dec.events())) == 3
     with pytest.raises(RamlabError):
-        dec.feed(b"x")
+        dec.receive_data(b"x")
 
 
 def test_bad_arguments() -> None:
@@ -579,7 +579,7 @@ def test_other_page_sizes() -> None:
     assert events[1].pages_alloc == 8 and np.array_equal(events[1].pages, pages)
     assert len(events[1].raw_header) == packet_header_size(65536) == 384
     dec = MultifdChannelDecoder(page_size=4096)
-    dec.feed(wire)
+    dec.receive_data(wire)
     _, err = _drain(dec)
     assert isinstance(err, StreamError)  # wrong page size: misframed
 

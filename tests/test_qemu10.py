@@ -223,9 +223,9 @@ def test_mapped_ram_chunked_feed_bounded_memory(mapped_data):
     dec = StreamDecoder()
     got, peak, chunk = [], 0, 1 << 16
     for i in range(0, len(mapped_data), chunk):
-        dec.feed(mapped_data[i : i + chunk])
+        dec.receive_data(mapped_data[i : i + chunk])
         peak = max(peak, len(dec._buf) - dec._pos)
-        got.extend(dec.next_events())
+        got.extend(dec.events())
     dec.close()
     got.extend(dec.events())
     assert peak <= 2 * chunk
@@ -286,7 +286,7 @@ def _patched(data: bytes, block_index: int, field_off: int, fmt: str, value: int
 def test_mapped_ram_header_validation(mapped_data, field_off, fmt, value, message):
     data, at = _patched(mapped_data, 0, field_off, fmt, value)
     dec = StreamDecoder()
-    dec.feed(data)
+    dec.receive_data(data)
     with pytest.raises(StreamError, match=message) as info:
         dec.close()
         list(dec.events())

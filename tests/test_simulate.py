@@ -245,7 +245,7 @@ def test_encoded_events_decode_to_the_same_events():
     data = b"".join(encode_events(r.events))
     assert data == r.stream
     dec = StreamDecoder()
-    dec.feed(data)
+    dec.receive_data(data)
     dec.close()
     out = list(dec.events())
     assert len(out) == len(r.events)

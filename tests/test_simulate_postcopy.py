@@ -31,7 +31,8 @@ from ramlab.model.postcopy_plan import PostcopyPlacer
 from ramlab.simulate import simulate
 from ramlab.trace import PageClass
 from ramlab.wire import events as ev
-from ramlab.wire.postcopy import RecvBitmap, ReqPages, ResumeAck, Shut, decode_discard_payload
+from ramlab.wire.commands import decode_discard_payload
+from ramlab.wire.events import RecvBitmap, ReqPages, ResumeAck, Shut
 from ramlab.wire.recv_bitmap import decode_recv_bitmap
 
 TPS = 4096
@@ -283,7 +284,8 @@ def test_qemu_destination_loads_simulated_postcopy_stream(tmp_path, hugepages):
     import contextlib
 
     from ramlab.capture.qemu import MachineSpec, hugetlbfs_mount, load_stream
-    from ramlab.wire.postcopy import Pong, decode_return_path
+    from ramlab.wire.events import Pong
+    from ramlab.wire.return_path import decode_return_path
 
     r = simulate(ram="16M", workload="uniform", dirty_rate="16M", bandwidth="16M", postcopy_bandwidth="4M",
                  downtime_ms=10, stream=True, seed=2, postcopy=True, postcopy_after=2, hugepages=hugepages)

@@ -27,7 +27,7 @@ from ramlab.widgets.postcopy_view import (
     range_segments,
     state_codes,
 )
-from ramlab.wire.postcopy import decode_discard_payload, encode_discard_payload
+from ramlab.wire.commands import decode_discard_payload, encode_discard_payload
 
 
 @pytest.fixture(scope="module")

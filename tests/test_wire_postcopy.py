@@ -1,7 +1,8 @@
-"""Tests of ramlab.wire.postcopy against the real QEMU 7.2 postcopy captures and by fuzzing."""
+"""Tests of ramlab.wire.commands and ramlab.wire.return_path on the real QEMU 7.2 postcopy captures and by fuzzing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 
@@ -10,28 +11,22 @@ from _shared import CAPTURES  # noqa: E402
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ramlab.errors import StreamError, TruncatedStream
-from ramlab.wire.postcopy import (
-    Pong,
-    RecvBitmap,
-    ReqPages,
-    ResumeAck,
-    ReturnPathDecoder,
-    Shut,
-    SwitchoverAck,
+from ramlab.errors import RamlabError, StreamError, TruncatedStream
+from ramlab.wire.commands import (
     decode_advise_payload,
     decode_discard_payload,
     decode_packaged_payload,
     decode_ping_payload,
     decode_recv_bitmap_payload,
-    decode_return_path,
     encode_advise_payload,
     encode_discard_payload,
     encode_packaged_payload,
     encode_ping_payload,
     encode_recv_bitmap_payload,
-    encode_return_path,
 )
+from ramlab.wire.contract import END
+from ramlab.wire.events import Pong, RecvBitmap, ReqPages, ResumeAck, Shut, SwitchoverAck
+from ramlab.wire.return_path import ReturnPathDecoder, decode_return_path, encode_return_path
 
 POSTCOPY = ["postcopy-faults", "postcopy-hugepages"]
 
@@ -77,15 +72,14 @@ def test_postcopy_faults_return_path():
     reqs = [ev for ev in events if isinstance(ev, ReqPages)]
     # This capture's bytes (meta.json is the truth for its folder): one named request
     # then unnamed ones, 100 in all = QEMU's postcopy-requests counter.
-    assert reqs[0] == ReqPages("pc.ram", 0x833000, 0x1000, True)
-    assert reqs[0].offset == 32
+    assert reqs[0] == ReqPages("pc.ram", 0x833000, 0x1000, True, offset=32)
     assert all(not r.named and r.block == "pc.ram" and r.length == 0x1000 for r in reqs[1:])
     assert len(reqs) == meta["query_migrate_final"]["ram"]["postcopy-requests"] == 100
     counts = _by_kind(events)
     assert counts == {"Pong": 4, "REQ_PAGES_ID": 1, "REQ_PAGES": 99, "Shut": 1}
     rp = meta["stream_walk"]["return_path"]["rp_counts"]
     assert counts["REQ_PAGES"] == rp["REQ_PAGES"] and counts["REQ_PAGES_ID"] == rp["REQ_PAGES_ID"]
-    assert events[-1] == Shut(0) and events[-1].offset == len(data) - 8
+    assert events[-1] == Shut(0, offset=len(data) - 8)
     assert sum(r.length for r in reqs) == meta["stream_walk"]["return_path"]["req_bytes_total"]
 
 
@@ -96,18 +90,18 @@ def test_postcopy_hugepages_return_path():
     # stream-format.md §9.1: PONG 1, 2, 4, REQ_PAGES_ID(0x0, 0x200000, "m0"), PONG 3,
     # three REQ_PAGES of 0x200000, SHUT 0
     assert events == [
-        Pong(1),
-        Pong(2),
-        Pong(4),
-        ReqPages("m0", 0, 0x200000, True),
-        Pong(3),
-        ReqPages("m0", 0x400000, 0x200000, False),
-        ReqPages("m0", 0x600000, 0x200000, False),
+        Pong(1, offset=0),
+        Pong(2, offset=8),
+        Pong(4, offset=16),
+        ReqPages("m0", 0, 0x200000, True, offset=24),
+        Pong(3, offset=43),
+        ReqPages("m0", 0x400000, 0x200000, False, offset=51),
+        ReqPages("m0", 0x600000, 0x200000, False, offset=67),
         events[7],
-        Shut(0),
+        Shut(0, offset=99),
     ]
     assert isinstance(events[7], ReqPages) and events[7].length == 0x200000 and not events[7].named
-    assert [ev.offset for ev in events] == [0, 8, 16, 24, 43, 51, 67, 83, 99]
+    assert events[7].offset == 83
     n_req = sum(isinstance(ev, ReqPages) for ev in events)
     assert n_req == meta["query_migrate_final"]["ram"]["postcopy-requests"] == 4
 
@@ -121,11 +115,10 @@ def test_return_path_reencode_and_byte_at_a_time(name, file):
     dec = ReturnPathDecoder()
     got = []
     for i in range(len(data)):
-        dec.feed(data[i : i + 1])
-        got.extend(dec)
+        dec.receive_data(data[i : i + 1])
+        got.extend(dec.events())
     dec.close()
-    assert got == events
-    assert [e.offset for e in got] == [e.offset for e in events]
+    assert got == events  # offsets included
 
 
 @pytest.mark.parametrize("name", POSTCOPY)
@@ -135,13 +128,14 @@ def test_return_path_truncated(name):
     boundaries = {e.offset for e in events} | {len(data)}
     for cut in range(1, len(data)):
         dec = ReturnPathDecoder()
-        dec.feed(data[:cut])
-        list(dec)
+        dec.receive_data(data[:cut])
+        list(dec.events())
+        dec.close()
         if cut in boundaries:
-            dec.close()
+            assert dec.next_event() is END
         else:
             with pytest.raises(TruncatedStream):
-                dec.close()
+                dec.next_event()
 
 
 def test_return_path_validation_errors():
@@ -170,20 +164,21 @@ def test_return_path_validation_errors():
         dec = ReturnPathDecoder()
         with pytest.raises(StreamError) as ej:
             for i in range(len(data)):
-                dec.feed(data[i : i + 1])
-                list(dec)
+                dec.receive_data(data[i : i + 1])
+                list(dec.events())
             dec.close()
+            list(dec.events())
         assert str(ej.value) == str(ei.value), what
         # the decoder stays failed
         with pytest.raises(StreamError):
-            list(dec)
+            list(dec.events())
     # a strict 7.2 source rejects SWITCHOVER_ACK
     with pytest.raises(StreamError):
         decode_return_path(bytes.fromhex("0007 0000"), max_type=7)
     # size checked against the block when known
     end = struct.pack(">Q", 0x0123456789ABCDEF)
     blob = bytes.fromhex("0005 0002 0161") + struct.pack(">Q", 8) + bytes(8) + end
-    assert decode_return_path(blob) == [RecvBitmap("a", bytes(8))]
+    assert decode_return_path(blob) == [RecvBitmap("a", bytes(8), offset=0)]
     with pytest.raises(StreamError, match="size mismatch"):
         decode_return_path(blob, block_bitmap_sizes={"a": 16})
 
@@ -202,12 +197,21 @@ def test_return_path_all_event_kinds_round_trip():
         Pong(5),  # decoding continues after SHUT (QEMU would stop reading)
     ]
     data = encode_return_path(events)
-    assert decode_return_path(data) == events
+    assert decode_return_path(data) == _located(events)
     assert encode_return_path(decode_return_path(data)) == data
-    with pytest.raises(StreamError):
+    with pytest.raises(RamlabError):
         encode_return_path([Pong(1 << 32)])
-    with pytest.raises(StreamError):
+    with pytest.raises(RamlabError):
         encode_return_path([ReqPages("y" * 256, 0, 0, True)])
+
+
+def _located(events):
+    """The events with the offsets a decoder gives them: where each one's bytes start."""
+    out, at = [], 0
+    for e in events:
+        out.append(dataclasses.replace(e, offset=at))
+        at += len(encode_return_path([e]))
+    return out
 
 
 _events = st.one_of(
@@ -236,6 +240,7 @@ def test_return_path_round_trip_fuzz(events, data):
                 last = ev.block
         fixed.append(ev)
     raw = encode_return_path(fixed)
+    fixed = _located(fixed)
     assert decode_return_path(raw) == fixed
     # random chunking gives the same events
     dec = ReturnPathDecoder()
@@ -243,9 +248,9 @@ def test_return_path_round_trip_fuzz(events, data):
     pos = 0
     while pos < len(raw):
         step = data.draw(st.integers(1, 9))
-        dec.feed(raw[pos : pos + step])
+        dec.receive_data(raw[pos : pos + step])
         pos += step
-        got.extend(dec)
+        got.extend(dec.events())
     dec.close()
     assert got == fixed
 
@@ -256,9 +261,10 @@ def test_return_path_garbage_only_stream_errors(blob, step):
     dec = ReturnPathDecoder()
     try:
         for i in range(0, len(blob), step):
-            dec.feed(blob[i : i + step])
-            list(dec)
+            dec.receive_data(blob[i : i + step])
+            list(dec.events())
         dec.close()
+        list(dec.events())
     except StreamError:
         pass
 
@@ -366,11 +372,11 @@ def test_discard_payload_validation():
         assert ei.value.offset is not None and ei.value.offset >= 1000, what
     # QEMU's 20-byte minimum lets a 17-byte name through with zero ranges
     assert decode_discard_payload(b"\x00\x11" + b"n" * 17 + b"\x00") == ("n" * 17, [])
-    with pytest.raises(StreamError):
+    with pytest.raises(RamlabError):
         encode_discard_payload("a", [])  # would be 4 bytes: rejected
-    with pytest.raises(StreamError):
+    with pytest.raises(RamlabError):
         encode_discard_payload("", [(0, 1)])
-    with pytest.raises(StreamError):
+    with pytest.raises(RamlabError):
         encode_discard_payload("a" * 256, [(0, 1)])
 
 

@@ -21,9 +21,9 @@ lazily backed by the OS, so a 4 GiB guest that is mostly zero costs little memor
 from __future__ import annotations
 
 import mmap
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,8 +31,13 @@ from ramlab.errors import SimulationError
 from ramlab.trace import BlockInfo
 from ramlab.wire.events import RamBlockEntry, RamMemSize
 
+if TYPE_CHECKING:
+    from ramlab.model.destination import Destination
+
 TARGET_PAGE_SIZE = 4096
 MAIN_BLOCK = "pc.ram"
+HUGE_BLOCK = "m0"  # the main block of a guest on huge pages (-object memory-backend-file,id=m0)
+HUGE_PAGE_SIZE = 2 << 20
 _RAM_ADDR_ALIGN = 1 << 20
 _BIG_GUEST = 64 << 20
 
@@ -113,28 +118,30 @@ class Guest:
         return cls(spec)
 
     @classmethod
-    def from_template(cls, template: object, ram_bytes: int | None = None) -> Guest:
-        """The block list of a capture (a :class:`~ramlab.Migration`, a path or bytes).
+    def from_template(cls, template: Destination, ram_bytes: int | None = None, *, hugepages: bool = False) -> Guest:
+        """The block list and final contents of a decoded capture (``ramlab.open(...).destination``).
 
-        ``pc.ram`` gets ``ram_bytes`` (default: the template's) and keeps the template's
-        content in its first bytes; every other block (VGA RAM, ROMs, ACPI tables...) gets its
-        size and final content from the template, so a destination QEMU started like the
-        template's accepts the stream.
+        The main block (``pc.ram``, or ``m0`` in a huge-page capture) gets ``ram_bytes`` (default:
+        the template's) and keeps the template's content in its first bytes; with ``hugepages`` it
+        is called ``m0`` and has 2 MiB pages. Every other block (VGA RAM, ROMs, ACPI tables...)
+        gets its size and final content from the template, so a destination QEMU started like
+        the template's accepts the stream.
         """
-        mig = _as_migration(template)
-        entries = mig.blocks
-        if not entries:
+        if not template.blocks:
             raise SimulationError("template has no RAM block list (MEM_SIZE)")
-        spec = []
-        for e in entries:
-            length = e.used_length
-            if e.name == MAIN_BLOCK and ram_bytes is not None:
-                length = int(ram_bytes)
-            spec.append((e.name, length, e.page_size or TARGET_PAGE_SIZE))
+        spec, names = [], []
+        for img in template.blocks.values():
+            if img.name in (MAIN_BLOCK, HUGE_BLOCK):
+                length = img.used_length if ram_bytes is None else int(ram_bytes)
+                spec.append((HUGE_BLOCK if hugepages else img.name, length,
+                             HUGE_PAGE_SIZE if hugepages else TARGET_PAGE_SIZE))
+            else:
+                spec.append((img.name, img.used_length, img.page_size))
+            names.append(img.name)
         g = cls(spec)
-        for e in entries:
-            src = np.asarray(mig.ram(e.name), np.uint8).reshape(-1)
-            dst = g.block(e.name).flat()
+        for (name, _, _), tname in zip(spec, names):
+            src = template.ram(tname)
+            dst = g.block(name).flat()
             n = min(src.size, dst.size)
             dst[:n] = src[:n]
         return g
@@ -188,14 +195,3 @@ def _zeroed_pages(n: int) -> np.ndarray:
     except OSError:
         pass
     return np.frombuffer(mm, np.uint8).reshape(n, TARGET_PAGE_SIZE)
-
-
-def _as_migration(template: object):  # type: ignore[no-untyped-def]
-    from ramlab.migration import Migration
-    from ramlab.migration import open as open_migration
-
-    if isinstance(template, Migration):
-        return template
-    if isinstance(template, str | os.PathLike | bytes | bytearray | memoryview):
-        return open_migration(template)
-    raise SimulationError(f"cannot use {type(template).__name__} as a template capture")

@@ -1,4 +1,4 @@
-"""Rebuilding RAM from a multifd migration: the main channel plus N channel files.
+"""Rebuilding RAM from a multifd migration: the main channel plus N channels, epoch by epoch.
 
 Pages of one *epoch* (the stretch between two channel syncs) can be applied in any order,
 because the sender sends a page at most once between syncs; epochs are applied in order.
@@ -12,148 +12,145 @@ a page repeats; the split of such an epoch between two passes is approximate.
 
 QEMU 7.2 sometimes sends the last page of a full packet again in a later packet of the same
 epoch (a sender race); QEMU counts it once, and so does ``records["page"]``.
+
+    >>> from ramlab.model.loader import RamLoader
+    >>> loader = RamLoader()
+    >>> loader.multifd = MultifdLoader(loader, by_flush=False)
+    >>> loader.multifd.channels
+    []
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ramlab.constants import QEMU_VM_SECTION_END
 from ramlab.errors import StreamError
 from ramlab.trace import PageClass
 from ramlab.wire import events as ev
+from ramlab.wire.fields import ram_run_sizes
 
 if TYPE_CHECKING:
-    from ramlab.migration import Migration
-    from ramlab.model.passes import PassTracker
+    from ramlab.model.loader import RamLoader
+
+__all__ = ["MultifdLoader"]
+
+#: wire bytes of a zero page inside a multifd packet (its offset[] entry)
+ZERO_PAGE_ENTRY_SIZE = 8
 
 
-def split_main_by_epoch(events: list[ev.Event]) -> tuple[list[list[ev.Event]], int | None]:
-    """RAM page events of the main channel grouped by epoch, and the epoch that the RAM END
-    section (VM stopped) opens when epochs follow sections (QEMU 7.2), else ``None``."""
-    by_flush = any(isinstance(e, ev.RamMultifdFlush) for e in events)
-    sync_type = ev.RamMultifdFlush if by_flush else ev.RamEos
-    out: list[list[ev.Event]] = [[]]
-    end_epoch = None
-    for e in events:
-        if isinstance(e, sync_type):
-            out.append([])
-        elif isinstance(e, ev.RAM_PAGE_EVENTS):
-            out[-1].append(e)
-        elif (isinstance(e, ev.SectionHeader) and e.idstr == "ram" and e.section_type == QEMU_VM_SECTION_END
-              and not by_flush):
-            end_epoch = len(out) - 1
-    return out, end_epoch
+class MultifdLoader:
+    """The multifd part of a :class:`~ramlab.model.loader.RamLoader`.
 
+    The loader hands it the main channel's page records (:meth:`main_pages`) and epoch marks
+    (:meth:`main_sync`, :meth:`ram_end`); :meth:`add_channel` gives it a channel's decoded events;
+    :meth:`finish` applies every epoch in order to the loader's destination and passes, and raises
+    the first packet QEMU would have refused (after applying everything else).
+    """
 
-def decode_channels(m: Migration) -> list[list[tuple[int, Any]]]:
-    """Decode every channel file; returns per channel the (epoch, packet) pairs."""
-    from ramlab.wire.multifd import MultifdChannelDecoder, MultifdPacket
+    def __init__(self, loader: RamLoader, *, by_flush: bool) -> None:
+        self.loader = loader
+        self.by_flush = by_flush  # epochs end at MULTIFD_FLUSH (QEMU >= 8.1), else at EOS
+        self.main: list[list[ev.RamPages | ev.RamXbzrle | ev.RamCompressed]] = [[]]
+        self.end_epoch: int | None = None  # the epoch the RAM END section opens (QEMU 7.2)
+        self.channels: list[list[tuple[int, ev.MultifdPacket]]] = []
 
-    result = []
-    m.multifd_packets = []
-    for i, data in enumerate(m.channel_data):
-        dec = MultifdChannelDecoder(page_size=m.page_size)
-        events: list[Any] = []
-        try:
-            dec.feed(bytes(data))
-            events.extend(dec)
-            dec.close()
-        except StreamError as err:
-            if m.error is None:
-                m.error = StreamError(f"multifd channel {i + 1}: {err.message}", offset=err.offset,
-                                      section=f"multifd channel {i + 1}", expected=err.expected, found=err.found)
-        m.multifd_packets.append(events)
-        n = 0
-        pairs = []
+    def main_pages(self, e: ev.RamPages | ev.RamXbzrle | ev.RamCompressed) -> None:
+        self.main[-1].append(e)
+
+    def main_sync(self, e: ev.RamEos | ev.RamMultifdFlush) -> None:
+        if isinstance(e, ev.RamMultifdFlush if self.by_flush else ev.RamEos):
+            self.main.append([])
+
+    def ram_end(self) -> None:
+        """The RAM END section begins: with EOS epochs (7.2) it opens the completion epoch."""
+        if not self.by_flush:
+            self.end_epoch = len(self.main) - 1
+
+    def add_channel(self, events: list[ev.Event]) -> None:
+        """A channel's decoded events: its RAM packets are filed under their epochs."""
+        n, pairs = 0, []
         for e in events:
-            if isinstance(e, MultifdPacket):
+            if isinstance(e, ev.MultifdPacket):
                 pairs.append((n, e))
                 n += e.sync
-        result.append(pairs)
-    return result
+        self.channels.append(pairs)
 
+    def finish(self) -> None:
+        """Apply all epochs in order (see the module docstring)."""
+        n_epochs = max([len(self.main)] + [p[-1][0] + 1 for p in self.channels if p])
+        first_error: StreamError | None = None
+        for k in range(n_epochs):
+            err = self._apply_epoch(k)
+            first_error = first_error or err
+        if first_error is not None:
+            raise first_error
 
-def apply_channels(m: Migration, tracker: PassTracker, block_index: dict[str, int]) -> None:
-    """Apply main-channel records and channel packets epoch by epoch (see module docstring)."""
-    dst = m.destination
-    assert dst is not None
-    tps = m.page_size
-    main, end_epoch = split_main_by_epoch(m.events)
-    channels = decode_channels(m)
-    n_epochs = max([len(main)] + [p[-1][0] + 1 for p in channels if p])
-    m.multifd_page_total = 0
-    for k in range(n_epochs):
-        if k == end_epoch:  # the completion stage is one pass of its own (see model.passes)
-            tracker.new_pass("complete")
-            tracker.force_kind("complete")
-            tracker.split_on_wrap = False
+    def _apply_epoch(self, k: int) -> StreamError | None:
+        loader = self.loader
+        dst, tracker, tps = loader.destination, loader.tracker, loader.page_size
+        assert dst is not None
+        if k == self.end_epoch:  # the completion stage is one pass of its own (see model.passes)
+            tracker.start_complete_pass()
         g_parts, c_parts, b_parts = [], [], []
-        for e in main[k] if k < len(main) else []:
-            bi = block_index[e.block]
-            if isinstance(e, ev.RamPages):
-                dst.apply_pages(e)
-                is_zero = e.fill is not None
-                m.records["zero" if is_zero else "page"] += len(e)
-                n = len(e)
-                g_parts.append(e.page_offsets // tps + tracker.blocks[bi].offset)
-                c_parts.append(np.full(n, PageClass.ZERO if is_zero else PageClass.NORMAL, np.uint8))
-                b_parts.append(np.full(n, 9 if is_zero else 8 + tps, np.uint32))
-            else:
-                m._apply_page_event(e, tracker, bi, False, {})
+        for e in self.main[k] if k < len(self.main) else []:
+            if not isinstance(e, ev.RamPages):
+                loader.apply_page_event(e)
+                continue
+            bi = loader.block_index[e.block]
+            dst.apply_pages(e)
+            is_zero = e.fill is not None
+            loader.records["zero" if is_zero else "page"] += len(e)
+            g_parts.append(e.page_offsets // tps + tracker.blocks[bi].offset)
+            c_parts.append(np.full(len(e), PageClass.ZERO if is_zero else PageClass.NORMAL, np.uint8))
+            b_parts.append(ram_run_sizes(e.kind, len(e), tps, first_block=e.block if e.named else None))
+        error = None
         normal_g, normal_b = [], []  # multifd normal pages of this epoch (global index, bytes per page)
-        for pairs in channels:
+        for pairs in self.channels:
             for epoch, pkt in pairs:
-                if epoch != k:
+                if epoch != k or pkt.normal_pages + pkt.zero_pages == 0:
                     continue
-                if pkt.normal_pages + pkt.zero_pages == 0:
+                bad = self._check(pkt)
+                if bad is not None:
+                    error = error or bad
                     continue
-                block = pkt.ramblock
-                if block not in dst.blocks:
-                    m.error = m.error or StreamError(
-                        "multifd packet for an unknown RAM block", offset=pkt.offset, found=repr(block))
-                    continue
-                used = dst.blocks[block].used_length
-                offs = np.concatenate([pkt.normal_offsets, pkt.zero_offsets])
-                if len(offs) and int(offs.max()) > used - tps:
-                    m.error = m.error or StreamError(
-                        "multifd page offset past the end of the block", offset=pkt.offset,
-                        expected=f"<= 0x{used - tps:x}", found=f"0x{int(offs.max()):x}")
-                    continue
-                m.multifd_page_total += pkt.normal_pages
+                base = tracker.blocks[loader.block_index[pkt.ramblock]].offset
                 if pkt.normal_pages:
-                    dst.apply_page_data(block, pkt.normal_offsets, pkt.pages)
-                    normal_g.append(pkt.normal_offsets // tps + tracker.blocks[block_index[block]].offset)
+                    dst.apply_page_data(pkt.ramblock, pkt.normal_offsets, pkt.pages)
+                    normal_g.append(pkt.normal_offsets // tps + base)
                     normal_b.append(np.full(pkt.normal_pages, pkt.payload_len // pkt.normal_pages, np.uint32))
                 if pkt.zero_pages:
-                    dst.apply_zero_offsets(block, pkt.zero_offsets)
-                    m.records["zero"] += pkt.zero_pages
-                    g_parts.append(pkt.zero_offsets // tps + tracker.blocks[block_index[block]].offset)
+                    dst.apply_zero_offsets(pkt.ramblock, pkt.zero_offsets)
+                    loader.records["zero"] += pkt.zero_pages
+                    g_parts.append(pkt.zero_offsets // tps + base)
                     c_parts.append(np.full(pkt.zero_pages, PageClass.ZERO, np.uint8))
-                    b_parts.append(np.full(pkt.zero_pages, 8, np.uint32))
+                    b_parts.append(np.full(pkt.zero_pages, ZERO_PAGE_ENTRY_SIZE, np.uint32))
         if normal_g:
             # a page sent twice in one epoch (7.2's duplicate-page race) is one page, as QEMU counts it
             ng = np.concatenate(normal_g)
             first = np.sort(np.unique(ng, return_index=True)[1])
-            m.records["page"] += len(first)
+            loader.records["page"] += len(first)
             g_parts.append(ng[first])
             c_parts.append(np.full(len(first), PageClass.NORMAL, np.uint8))
             b_parts.append(np.concatenate(normal_b)[first])
         if g_parts:
             g = np.concatenate(g_parts)
             order = np.argsort(g, kind="stable")
-            g, c, b = g[order], np.concatenate(c_parts)[order], np.concatenate(b_parts)[order]
-            _add_global(tracker, g, c, b)
+            tracker.add_global(g[order], np.concatenate(c_parts)[order], np.concatenate(b_parts)[order])
+        return error
 
-
-def _add_global(tracker: PassTracker, g: np.ndarray, c: np.ndarray, b: np.ndarray) -> None:
-    """Feed pages given on the global axis to the tracker, block by block in order."""
-    starts = np.array([blk.offset for blk in tracker.blocks])
-    bi = np.searchsorted(starts, g, side="right") - 1
-    cuts = np.flatnonzero(np.diff(bi)) + 1
-    for seg in np.split(np.arange(len(g)), cuts):
-        if len(seg):
-            i = int(bi[seg[0]])
-            tracker.add(i, g[seg] - starts[i], c[seg], b[seg])
+    def _check(self, pkt: ev.MultifdPacket) -> StreamError | None:
+        """What QEMU's multifd receiver refuses: an unknown block, a page past its end."""
+        dst = self.loader.destination
+        assert dst is not None
+        img = dst.blocks.get(pkt.ramblock)
+        if img is None:
+            return StreamError("multifd packet for an unknown RAM block", offset=pkt.offset, section="multifd",
+                               expected="a block of the MEM_SIZE list", found=repr(pkt.ramblock))
+        offs = np.concatenate([pkt.normal_offsets, pkt.zero_offsets])
+        last = img.used_length - self.loader.page_size
+        if len(offs) and int(offs.max()) > last:
+            return StreamError("multifd page offset past the end of the block", offset=pkt.offset,
+                               section="multifd", expected=f"<= 0x{last:x}", found=f"0x{int(offs.max()):x}")
+        return None

@@ -58,6 +58,15 @@ class PassTracker:
         self.last_pos = -1
         return self.current
 
+    def start_complete_pass(self) -> None:
+        """Start the 'complete' pass (the RAM END section: the VM is stopped and every remaining
+        dirty page goes out): a pass of its own, which a wrap of the scan does not split."""
+        if self._forced_kind == "complete":
+            return
+        self.new_pass("complete")
+        self.force_kind("complete")
+        self.split_on_wrap = False
+
     def force_kind(self, kind: str | None) -> None:
         """Passes started from now on get this kind (e.g. 'postcopy' after the switch)."""
         self._forced_kind = kind
@@ -108,6 +117,16 @@ class PassTracker:
             self.last_pass[part] = cur
             self.last_pos = int(part.max()) if self.reorder_window else int(part[-1])
             start += stop
+
+    def add_global(self, g: np.ndarray, cls: np.ndarray, nbytes: np.ndarray) -> None:
+        """Record pages given on the global page axis (sorted), block by block."""
+        starts = np.array([b.offset for b in self.blocks])
+        bi = np.searchsorted(starts, g, side="right") - 1
+        cuts = np.flatnonzero(np.diff(bi)) + 1
+        for seg in np.split(np.arange(len(g)), cuts):
+            if len(seg):
+                i = int(bi[seg[0]])
+                self.add(i, g[seg] - starts[i], cls[seg], nbytes[seg])
 
     def mark(self, block_index: int, pages: np.ndarray, cls: int) -> None:
         """Set the class of pages in the current pass without affecting pass boundaries."""

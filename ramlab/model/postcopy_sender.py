@@ -100,20 +100,16 @@ from ramlab.model.sender import MigrationParams, RamSender, SenderResult, event_
 from ramlab.model.workloads import Workload, _unique
 from ramlab.trace import PageClass
 from ramlab.wire import events as ev
-from ramlab.wire.encoder import encode_stream, packaged
-from ramlab.wire.postcopy import (
-    Pong,
-    ReqPages,
-    ResumeAck,
-    ReturnPathEvent,
-    Shut,
+from ramlab.wire.commands import (
     encode_advise_payload,
     encode_discard_payload,
     encode_ping_payload,
     encode_recv_bitmap_payload,
-    encode_return_path,
 )
+from ramlab.wire.encoder import encode_stream, packaged
+from ramlab.wire.events import Pong, RecvBitmap, ReqPages, ResumeAck, ReturnPathEvent, Shut
 from ramlab.wire.recv_bitmap import encode_recv_bitmap
+from ramlab.wire.return_path import encode_return_path
 
 TPS = TARGET_PAGE_SIZE
 HOST_PAGE_SIZE = 4096  # qemu_host_page_size of the modelled x86-64 host
@@ -526,8 +522,6 @@ class PostcopySender(RamSender):
 
     def _recover(self) -> None:
         """Postcopy recovery on a new channel: RECV_BITMAP per block, reload, RESUME / RESUME_ACK."""
-        from ramlab.wire.postcopy import RecvBitmap
-
         self.queue.queue.clear()  # the source's queue does not survive the broken channel
         for b in self.guest.blocks:
             self._cmd(MIG_CMD_RECV_BITMAP, encode_recv_bitmap_payload(b.name))

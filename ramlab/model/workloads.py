@@ -274,7 +274,7 @@ class ReplayWorkload(Workload):
                  capture: Any = None, loop: bool = True, **kw: Any) -> None:
         super().__init__(dirty_rate, seed, **kw)
         if capture is None:
-            raise SimulationError("the replay workload needs capture=<path, Migration or Trace>")
+            raise SimulationError("the replay workload needs capture=<a Trace>")
         self.capture = capture
         self.loop = loop
         self.sequence = np.zeros(0, np.int64)  # global guest pages, pass after pass
@@ -286,9 +286,7 @@ class ReplayWorkload(Workload):
 
         cap = self.capture
         if not isinstance(cap, Trace):
-            from ramlab.model.guest import _as_migration
-
-            cap = _as_migration(cap).trace
+            raise SimulationError("the replay workload replays a Trace (e.g. ramlab.open(path).trace)")
         sets = []
         names = {b.name for b in guest.blocks}
         for p in range(1, cap.n_passes):

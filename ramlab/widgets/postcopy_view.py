@@ -7,7 +7,7 @@ canonicalise, send runs): the maps before and after the step side by side, the h
 the step fixed up outlined, and the ranges it sent hatched (duplicated ranges in magenta).
 Below, the POSTCOPY_RAM_DISCARD commands exactly as QEMU batches them (<= 12 ranges each),
 with byte offsets / lengths and the payload hex of
-:func:`ramlab.wire.postcopy.encode_discard_payload`.
+:func:`ramlab.wire.commands.encode_discard_payload`.
 
 The data preparation is pure numpy (top-level functions), testable without a browser:
 
@@ -226,7 +226,7 @@ def command_rows(
     >>> rows[0]["ranges_bytes"], rows[0]["payload"].hex()
     ([(0, 16384)], '00026d300000000000000000000000000000004000')
     """
-    from ramlab.wire.postcopy import encode_discard_payload
+    from ramlab.wire.commands import encode_discard_payload
 
     dup = [(int(s), int(n)) for s, n in duplicated]
     out = []
@@ -286,7 +286,7 @@ def capture_discards(m: Any, block: str | None = None) -> CaptureDiscards:
     from ramlab.constants import MIG_CMD_POSTCOPY_RAM_DISCARD
     from ramlab.trace import PageClass
     from ramlab.wire import events as ev
-    from ramlab.wire.postcopy import decode_discard_payload
+    from ramlab.wire.commands import decode_discard_payload
 
     tps = int(m.page_size)
     names = [b for b, _, _ in m.discards]
@@ -489,7 +489,7 @@ class PostcopyDiscardView(W.VBox):
         """The real discards of a decoded postcopy capture (``ramlab.open(...)``) on the block's
         host-page grid: one step per POSTCOPY_RAM_DISCARD command of the stream, the pages
         sent before the switch, the trace's DISCARDED pages, and the commands' real payloads
-        (checked byte-exact against :func:`~ramlab.wire.postcopy.encode_discard_payload`).
+        (checked byte-exact against :func:`~ramlab.wire.commands.encode_discard_payload`).
 
         >>> import ramlab                                            # doctest: +SKIP
         >>> m = ramlab.open(ramlab.data.data_path("postcopy-hugepages"))   # doctest: +SKIP

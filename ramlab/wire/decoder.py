@@ -1,12 +1,14 @@
 """Sans-IO decoder of QEMU's savevm migration stream (``migration/savevm.c`` + ``ram.c``).
 
-Feed it bytes, in chunks of any size; it emits :mod:`ramlab.wire.events` as soon as whole
-items are available. It never opens files: callers own the IO (see :mod:`ramlab.io`).
+Give it bytes, in chunks of any size, and take :mod:`ramlab.wire.events` out as whole items
+are available (the contract of :mod:`ramlab.wire.contract`). It never opens files: callers own the
+IO (see :mod:`ramlab.io`).
 
     >>> dec = StreamDecoder()
-    >>> dec.feed(bytes.fromhex("5145564d00000003"))
-    >>> dec.next_events()
-    [FileHeader(version=3, offset=0)]
+    >>> dec.receive_data(bytes.fromhex("5145564d00000003" "00"))
+    >>> dec.close()
+    >>> list(dec.events()), dec.next_event()
+    ([FileHeader(version=3, offset=0), EndOfFile(offset=8)], END)
 
 Runs of ZERO or PAGE records of one block become one :class:`~ramlab.wire.events.RamPages`
 event. A run ends at the first record of another kind (or after ``max_run`` records), so the
@@ -26,8 +28,7 @@ with :mod:`ramlab.wire.vmstate`.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
+from enum import Enum
 
 import numpy as np
 
@@ -66,6 +67,9 @@ from ramlab.constants import (
 )
 from ramlab.errors import StreamError, TruncatedStream, UnsupportedFeature
 from ramlab.wire import events as ev
+from ramlab.wire.commands import decode_advise_payload, decode_packaged_payload
+from ramlab.wire.contract import Decoder, NeedMore
+from ramlab.wire.fields import decode_name
 
 # Bounds on lengths read off the stream (never allocate from an unchecked length).
 MAX_VMDESC_LEN = 256 << 20
@@ -84,16 +88,19 @@ _KNOWN_KINDS = (
 _PAGE_KINDS = RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_PAGE | RAM_SAVE_FLAG_XBZRLE | RAM_SAVE_FLAG_COMPRESS_PAGE
 
 
-class _NeedMore(Exception):
-    """Internal: the item at the current position is not complete yet."""
+class State(Enum):
+    """Where the decoder is in the stream (the keys of ``StreamDecoder._READERS``)."""
 
-    def __init__(self, upto: int) -> None:
-        self.upto = upto  # absolute stream offset up to which bytes are needed
-
-
-# decoder states
-_HEADER, _ITEMS, _RAM, _DEVICE, _OPAQUE, _FOOTER, _VMDESC, _DONE = range(8)
-_MEMSIZE, _MAPPED_SKIP = 8, 9  # inside a mapped-ram block list: next entry / skipping a block's area
+    HEADER = "file header"  # QEVM magic + version
+    ITEMS = "between items"  # a section, command, configuration or EOF comes next
+    RAM = "RAM section body"  # RAM records up to EOS
+    DEVICE = "device section body"  # a FULL section's vmstate, up to its footer
+    OPAQUE = "iterative section body"  # a non-RAM START/PART/END body, up to its footer
+    FOOTER = "section footer"  # 0x7e + section id
+    VMDESC = "after EOF"  # the vmdesc JSON trailer, or the end of the stream
+    MEMSIZE = "MEM_SIZE block list"  # the next entry of a (mapped-ram) block list
+    MAPPED_SKIP = "mapped-ram area"  # skipping a block's area, keeping its bitmap
+    DONE = "after the vmdesc"  # nothing may follow
 
 MAPPED_RAM_HDR_VERSION = 1
 MAPPED_RAM_HDR_LEN = 28  # be32 version, be64 page_size, be64 bitmap_offset, be64 pages_offset
@@ -125,8 +132,11 @@ class _AreaSkip:
         self.bitmap = bytearray(nbytes)
 
 
-class StreamDecoder:
+class StreamDecoder(Decoder):
     """Incremental decoder of one savevm stream (the main migration channel).
+
+    Contract: :mod:`ramlab.wire.contract` (``receive_data`` / ``next_event`` / ``NEED_DATA`` /
+    ``END``; errors carry the absolute byte offset and are raised after every event before them).
 
     Parameters
     ----------
@@ -141,10 +151,8 @@ class StreamDecoder:
     max_run:
         Largest number of records grouped into one :class:`RamPages` event.
 
-    Use :meth:`feed` then :meth:`next_events` (or iterate :meth:`events`), and :meth:`close`
-    at the end of input: it raises :class:`~ramlab.errors.TruncatedStream` if the stream
-    stopped in the middle of an item. Errors carry the absolute byte offset; everything
-    before the error has been emitted.
+    The stream may end after ``QEMU_VM_EOF`` (postcopy and suppress-vmdesc streams have no vmdesc)
+    or after the vmdesc; anywhere else the input is truncated.
     """
 
     def __init__(
@@ -155,21 +163,13 @@ class StreamDecoder:
         ram_idstr: str = "ram",
         max_run: int = 8192,
     ) -> None:
+        super().__init__()
         self.page_size = page_size or TARGET_PAGE_SIZE
         self._page_size_fixed = page_size is not None
         self.footers = footers
         self.ram_idstr = ram_idstr
         self.max_run = max_run
-        self._buf: bytes | bytearray | memoryview = b""
-        self._mv = memoryview(b"")
-        self._pos = 0
-        self._base = 0  # absolute offset of _buf[0]
-        self._owned = False  # _buf is our bytearray (emit copies, not views)
-        self._closed = False
-        self._state = _HEADER
-        self._out: deque[ev.Event] = deque()
-        self._need_upto = 0
-        self.error: StreamError | None = None
+        self._state = State.HEADER
         # section bookkeeping
         self._sections: dict[int, tuple[str, int, int]] = {}  # id -> (idstr, instance, version)
         self._cur_section: tuple[int, str] | None = None
@@ -185,102 +185,28 @@ class StreamDecoder:
         self._ms: _MemSizeList | None = None  # MEM_SIZE list in progress (mapped-ram)
         self._skip: _AreaSkip | None = None
 
-    # ------------------------------------------------------------------ public API
     @property
-    def position(self) -> int:
-        """Absolute offset of the first byte not decoded yet."""
-        return self._base + self._pos
+    def state(self) -> State:
+        """The decoder's :class:`State`."""
+        return self._state
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Give the decoder more bytes (any chunking). Decodes as far as possible."""
-        if self._closed:
-            raise StreamError("data fed after close()", offset=self.position)
-        if self.error is not None:
-            raise self.error
-        if len(data) == 0:
-            return
-        remaining = len(self._buf) - self._pos
-        if remaining == 0:
-            self._base += len(self._buf)
-            self._buf = data if isinstance(data, bytes | memoryview) else bytes(data)
-            self._pos = 0
-            self._owned = False
-        else:
-            if not self._owned:
-                self._buf = bytearray(self._mv[self._pos :])
-                self._base += self._pos
-                self._pos = 0
-                self._owned = True
-            elif self._pos:
-                self._mv.release()
-                del self._buf[: self._pos]
-                self._base += self._pos
-                self._pos = 0
-            else:
-                self._mv.release()
-            self._buf += data
-        self._mv = memoryview(self._buf).cast("B") if not isinstance(self._buf, memoryview) else self._buf
-        if self.position + remaining + len(data) >= self._need_upto:
-            self._run()
+    # ------------------------------------------------------------------ the contract's hooks
+    def _may_end(self) -> bool:
+        return self._state in (State.VMDESC, State.DONE)
 
-    def close(self) -> None:
-        """Signal end of input; raises TruncatedStream if an item was left incomplete."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.error is None:
-            self._run()
-        if self.error is not None:
-            return
-        left = len(self._buf) - self._pos
-        if self._state == _DONE and left == 0:
-            return
-        if self._state in (_ITEMS,) and left == 0 and self._package_end is None and self.saw_eof:
-            return
-        if self._state == _VMDESC and left == 0:
-            return  # EOF without vmdesc (postcopy, suppress-vmdesc)
-        self.error = TruncatedStream(
+    def _truncated(self, upto: int) -> StreamError:
+        left = self.pending
+        if self._state == State.ITEMS and left == 0 and self._package_end is None:
+            return TruncatedStream("stream ends before QEMU_VM_EOF", offset=self.position,
+                                   section=self._section_name(), expected="a section, a command or EOF",
+                                   found="end of data")
+        return TruncatedStream(
             "stream ends in the middle of an item",
             offset=self.position,
             section=self._section_name(),
-            expected=f"bytes up to offset {max(self._need_upto, self.position + 1)}",
+            expected=f"bytes up to offset {max(upto, self.position + 1)}",
             found=f"end of data after {left} more bytes",
         )
-
-    def next_events(self) -> list[ev.Event]:
-        """All events decoded so far and not yet returned; raises the error once they are out."""
-        out = list(self._out)
-        self._out.clear()
-        if not out and self.error is not None:
-            raise self.error
-        return out
-
-    def events(self) -> Iterator[ev.Event]:
-        """Iterate decoded events; raises the stream error (if any) after the last good one."""
-        while self._out:
-            yield self._out.popleft()
-        if self.error is not None:
-            raise self.error
-
-    # ------------------------------------------------------------------ machinery
-    def _run(self) -> None:
-        while self._state != _DONE:
-            start = self._pos
-            try:
-                progressed = self._step()
-            except _NeedMore as need:
-                self._pos = start
-                self._need_upto = need.upto
-                if self._closed:
-                    return
-                return
-            except StreamError as err:
-                self._pos = start
-                self.error = err
-                return
-            if not progressed:
-                return
-        self._need_upto = 0
 
     def _need(self, n: int) -> None:
         if len(self._buf) - self._pos < n:
@@ -292,7 +218,7 @@ class StreamDecoder:
                     expected=f"at most {self._package_end - self.position} bytes",
                     found=f"an item of {n} bytes",
                 )
-            raise _NeedMore(self._base + self._pos + n)
+            raise NeedMore(self._base + self._pos + n)
 
     def _u8(self) -> int:
         self._need(1)
@@ -314,8 +240,7 @@ class StreamDecoder:
 
     def _cstr8(self) -> str:
         n = self._u8()
-        raw = self._bytes(n)
-        return raw.decode("latin-1")
+        return decode_name(self._bytes(n))
 
     def _section_name(self) -> str | None:
         return self._cur_section[1] if self._cur_section else None
@@ -325,29 +250,11 @@ class StreamDecoder:
             message, offset=self._base + at, section=self._section_name(), expected=expected, found=found
         )
 
-    def _emit(self, event: ev.Event) -> None:
-        self._out.append(event)
-
-    def _step(self) -> bool:
-        if self._state == _HEADER:
-            return self._step_header()
-        if self._state == _ITEMS:
-            return self._step_item()
-        if self._state == _RAM:
-            return self._step_ram()
-        if self._state == _DEVICE:
-            return self._step_device_body(opaque=False)
-        if self._state == _OPAQUE:
-            return self._step_device_body(opaque=True)
-        if self._state == _FOOTER:
-            return self._step_footer()
-        if self._state == _VMDESC:
-            return self._step_vmdesc()
-        if self._state == _MEMSIZE:
-            return self._step_mem_size_entries()
-        if self._state == _MAPPED_SKIP:
-            return self._step_mapped_skip()
-        return False
+    def _step_done(self) -> None:
+        if self.pending:
+            raise self._err("data after the vmdesc trailer", self._pos, "end of stream",
+                            f"{self.pending} more bytes")
+        raise NeedMore(self.position + 1)
 
     # ------------------------------------------------------------------ header + items
     def _step_header(self) -> bool:
@@ -361,7 +268,7 @@ class StreamDecoder:
         if version != QEMU_VM_FILE_VERSION:
             raise self._err("unsupported stream version", at + 4, "3", str(version))
         self._emit(ev.FileHeader(version=version, offset=self._base + at))
-        self._state = _ITEMS
+        self._state = State.ITEMS
         return True
 
     def _at_package_end(self) -> bool:
@@ -373,7 +280,7 @@ class StreamDecoder:
             self._package_end = None
             return True
         if self._pos >= len(self._buf):
-            raise _NeedMore(self.position + 1)
+            raise NeedMore(self.position + 1)
         at = self._pos
         kind = self._u8()
         if kind == QEMU_VM_CONFIGURATION:
@@ -410,7 +317,7 @@ class StreamDecoder:
                 raise self._err("EOF inside a PACKAGED blob", at, "a section or command", "QEMU_VM_EOF")
             self._emit(ev.EndOfFile(offset=self._base + at))
             self.saw_eof = True
-            self._state = _VMDESC
+            self._state = State.VMDESC
             return True
         raise self._err(
             "unknown savevm section type", at, "one of 0x00-0x04, 0x07, 0x08", f"0x{kind:02x}"
@@ -422,13 +329,13 @@ class StreamDecoder:
         n = self._be(4)
         if n > 256:
             raise self._err("machine type name too long", at + 1, "at most 256 bytes", str(n))
-        name = self._bytes(n).decode("latin-1")
+        name = decode_name(self._bytes(n))
         subsections: list[tuple[str, int, bytes]] = []
         capabilities: tuple[str, ...] = ()
         tpb = None
         while True:
             if self._pos >= len(self._buf):
-                raise _NeedMore(self.position + 1)
+                raise NeedMore(self.position + 1)
             if self._mv[self._pos] != QEMU_VM_SUBSECTION:
                 break
             sub_at = self._pos
@@ -479,20 +386,17 @@ class StreamDecoder:
         payload = self._bytes(length)
         command = ev.Command(cmd=cmd, payload=payload, offset=self._base + at)
         if cmd == MIG_CMD_POSTCOPY_ADVISE:
-            if length not in (0, 16):
-                raise self._err("bad POSTCOPY_ADVISE length", at + 3, "0 or 16", str(length))
-            if length == 16:
+            advice = decode_advise_payload(payload, offset=self._base + at + 5)
+            if advice is not None:
                 self.postcopy_advised = True
-                self.ram_pagesize_summary = int.from_bytes(payload[:8], "big")
+                self.ram_pagesize_summary = advice[0]
         elif cmd == MIG_CMD_POSTCOPY_LISTEN:
             self.postcopy_listening = True
         elif cmd == MIG_CMD_PACKAGED:
-            blob = int.from_bytes(payload, "big")
             if self._package_end is not None:
                 raise self._err("nested PACKAGED command", at, "no PACKAGED inside a package", "PACKAGED")
-            self._emit(command)
+            blob = decode_packaged_payload(payload, offset=self._base + at + 5)
             self._package_end = self._base + self._pos + blob
-            return True
         self._emit(command)
         return True
 
@@ -502,18 +406,18 @@ class StreamDecoder:
                 raise self._err("RAM sent as a FULL section", at, "START/PART/END", "FULL")
             if version != RAM_SECTION_VERSION:
                 raise self._err("unsupported RAM section version", at, "4", str(version))
-            self._state = _RAM
+            self._state = State.RAM
         elif kind == QEMU_VM_SECTION_FULL:
-            self._state = _DEVICE
+            self._state = State.DEVICE
             self._body_info = (section_id, idstr, instance, version)
         else:
-            self._state = _OPAQUE
+            self._state = State.OPAQUE
             self._body_info = (section_id, idstr, instance, version)
 
     def _step_footer(self) -> bool:
         section_id, _ = self._cur_section  # type: ignore[misc]
         if not self.footers:
-            self._state = _ITEMS
+            self._state = State.ITEMS
             return True
         at = self._pos
         byte = self._u8()
@@ -523,12 +427,12 @@ class StreamDecoder:
         if fid != section_id:
             raise self._err("mismatched section id in footer", at + 1, str(section_id), str(fid))
         self._emit(ev.SectionFooter(section_id=fid, offset=self._base + at))
-        self._state = _ITEMS
+        self._state = State.ITEMS
         return True
 
     def _step_vmdesc(self) -> bool:
         if self._pos >= len(self._buf):
-            raise _NeedMore(self.position + 1)
+            raise NeedMore(self.position + 1)
         at = self._pos
         kind = self._u8()
         if kind != QEMU_VM_VMDESCRIPTION:
@@ -538,7 +442,7 @@ class StreamDecoder:
             raise self._err("vmdesc too long", at + 1, f"at most {MAX_VMDESC_LEN} bytes", str(n))
         data = self._bytes(n)
         self._emit(ev.VmDescription(json_bytes=data, offset=self._base + at))
-        self._state = _DONE
+        self._state = State.DONE
         return True
 
     # ------------------------------------------------------------------ device bodies
@@ -552,7 +456,7 @@ class StreamDecoder:
             self._emit(ev.OpaqueSection(section_id, idstr, body, offset=self._base + start))
         else:
             self._emit(ev.DeviceState(section_id, idstr, instance, version, body, offset=self._base + start))
-        self._state = _FOOTER
+        self._state = State.FOOTER
         return True
 
     def _find_footer(self, section_id: int, start: int) -> int:
@@ -582,7 +486,7 @@ class StreamDecoder:
                         "no section footer before the end of the PACKAGED blob", start,
                         f"0x7e + id {section_id}", "end of blob",
                     )
-                raise _NeedMore(self._base + limit + 1)
+                raise NeedMore(self._base + limit + 1)
             verdict = self._plausible_item(i + 5, limit)
             if verdict:
                 return i
@@ -609,27 +513,27 @@ class StreamDecoder:
         if self._package_end is not None and j == self._package_end - self._base:
             return True
         if j >= len(self._buf):
-            if self._closed:
+            if self._eof:
                 return j == len(self._buf)
-            raise _NeedMore(self._base + j + 1)
+            raise NeedMore(self._base + j + 1)
         mv = self._mv
         kind = mv[j]
         avail = len(self._buf) - j
 
         def need(n: int) -> None:
             if avail < n:
-                if self._closed:
+                if self._eof:
                     raise _Implausible
-                raise _NeedMore(self._base + j + n)
+                raise NeedMore(self._base + j + n)
 
         try:
             if kind == QEMU_VM_EOF:
                 if self._package_end is not None:
                     return False
                 if avail == 1:
-                    if self._closed:
+                    if self._eof:
                         return True
-                    raise _NeedMore(self._base + j + 2)
+                    raise NeedMore(self._base + j + 2)
                 return mv[j + 1] == QEMU_VM_VMDESCRIPTION
             if kind in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL):
                 need(6)
@@ -698,7 +602,7 @@ class StreamDecoder:
             return True
         if kind == RAM_SAVE_FLAG_EOS:
             self._emit(ev.RamEos(offset=self._base + at))
-            self._state = _FOOTER
+            self._state = State.FOOTER
             return True
         if kind == RAM_SAVE_FLAG_MULTIFD_FLUSH:
             self._emit(ev.RamMultifdFlush(offset=self._base + at))
@@ -725,11 +629,11 @@ class StreamDecoder:
     def _ram_mem_size(self, word: int, at: int) -> None:
         """MEM_SIZE: start the block list; plain lists are decoded here in one step."""
         self._ms = _MemSizeList(word & ~(self.page_size - 1), self._base + at)
-        self._state = _MEMSIZE
+        self._state = State.MEMSIZE
         try:
             self._step_mem_size_entries()
         except BaseException:
-            self._state = _RAM  # the whole step (from the MEM_SIZE word) is retried
+            self._state = State.RAM  # the whole step (from the MEM_SIZE word) is retried
             self._ms = None
             raise
 
@@ -848,7 +752,7 @@ class StreamDecoder:
             self._end_skip(skip, region)
             return
         self._skip = skip
-        self._state = _MAPPED_SKIP
+        self._state = State.MAPPED_SKIP
 
     def _step_mapped_skip(self) -> bool:
         """Consume bytes of the area being skipped; only the bitmap bytes are kept."""
@@ -856,7 +760,7 @@ class StreamDecoder:
         assert skip is not None
         avail = len(self._buf) - self._pos
         if avail <= 0:
-            raise _NeedMore(self.position + 1)
+            raise NeedMore(self.position + 1)
         here = self.position
         n = min(avail, skip.end - here)
         lo = max(here, skip.bitmap_at)
@@ -877,7 +781,7 @@ class StreamDecoder:
             block=skip.entry.name, page_size=psize, bitmap_offset=bitmap_off, pages_offset=pages_off,
             bitmap=bytes(skip.bitmap), used_length=skip.entry.used_length, offset=skip.start, region=region,
         ))
-        self._state = _MEMSIZE
+        self._state = State.MEMSIZE
 
     def _finish_mem_size(self) -> None:
         ms = self._ms
@@ -888,7 +792,7 @@ class StreamDecoder:
         for area in ms.areas:
             self._emit(area)
         self._ms = None
-        self._state = _RAM
+        self._state = State.RAM
 
     def _ram_run(self, kind: int, block: str, named: bool, addr: int, at: int, flags: int) -> None:
         """Decode a run of ZERO or PAGE records of one block starting with the record at ``at``.
@@ -965,12 +869,25 @@ class StreamDecoder:
                 if nxt + stride > limit and self._package_end is not None and limit < buf_len + 1:
                     if self._base + limit == self._package_end:
                         return n
-                if not self._closed:
-                    raise _NeedMore(self._base + nxt + stride)
+                if not self._eof:
+                    raise NeedMore(self._base + nxt + stride)
             return n
-        if self._closed or (self._package_end is not None and self._base + limit == self._package_end):
+        if self._eof or (self._package_end is not None and self._base + limit == self._package_end):
             return n
-        raise _NeedMore(self._base + nxt + 8)
+        raise NeedMore(self._base + nxt + 8)
+
+    _READERS = {
+        State.HEADER: _step_header,
+        State.ITEMS: _step_item,
+        State.RAM: _step_ram,
+        State.DEVICE: lambda self: self._step_device_body(opaque=False),
+        State.OPAQUE: lambda self: self._step_device_body(opaque=True),
+        State.FOOTER: _step_footer,
+        State.VMDESC: _step_vmdesc,
+        State.MEMSIZE: _step_mem_size_entries,
+        State.MAPPED_SKIP: _step_mapped_skip,
+        State.DONE: _step_done,
+    }
 
 
 class _Implausible(Exception):

@@ -1,12 +1,14 @@
-"""Sans-IO decoder and encoder of ONE multifd channel (QEMU 7.2 .. 10.0).
+"""Sans-IO decoder and encoder of ONE multifd channel (QEMU 2.11 .. 10.0).
 
 A multifd channel carries a 64-byte ``MultiFDInit_t`` handshake, then packets: a
 fixed-size ``MultiFDPacket_t`` header (``320 + 8 * page_count`` bytes, whatever the
 number of pages it carries) followed by the page payload (raw, or one never-ending
-zlib / zstd stream per channel). See ``shared/reference/stream-format.md`` §10.
+zlib / zstd stream per channel). The events are those of :mod:`ramlab.wire.events`.
 
 Layouts (``layout=``):
 
+* ``"3.0"``: the seed's (QEMU 2.11-3.0): a packed 25-byte handshake (magic, version, uuid, id)
+  and nothing more; the pages still travel on the main channel.
 * ``"7.2"``: bytes 32..63 of the header are reserved (``unused[4]``); flag bits 1-3 are
   the compression method; no zero pages, no device state.
 * ``"9.0"``: ``zero_pages`` (u32) and a reserved u32 take bytes 32..39; ``offset[]``
@@ -18,7 +20,8 @@ Layouts (``layout=``):
 * ``"auto"`` (default): the 10.0 superset. It is exact for 7.2 streams too, because the
   7.2 sender allocates its header zeroed and never writes the reserved bytes (so
   ``zero_pages`` reads 0) nor sets flag 0x40. A caller who knows the QEMU version can
-  force the layout (e.g. ``"7.2"`` ignores those bytes exactly as QEMU 7.2 does).
+  force the layout (e.g. ``"7.2"`` ignores those bytes exactly as QEMU 7.2 does). A channel
+  that ends right after a valid 25-byte handshake is read as the seed's.
 
 Decoding a channel (feed whole files or any chunks; the events are the same)::
 
@@ -27,9 +30,9 @@ Decoding a channel (feed whole files or any chunks; the events are the same)::
     >>> wire = enc.handshake(channel_id=0) + enc.packet("pc.ram", [0x1000, 0x2000], pages)
     >>> wire += enc.sync_packet()
     >>> dec = MultifdChannelDecoder()
-    >>> dec.feed(wire)
-    >>> events = list(dec)
+    >>> dec.receive_data(wire)
     >>> dec.close()
+    >>> events = list(dec.events())
     >>> [type(e).__name__ for e in events]
     ['MultifdHandshake', 'MultifdPacket', 'MultifdPacket']
     >>> events[1].ramblock, events[1].normal_offsets.tolist(), int(events[1].pages[1, 0])
@@ -52,9 +55,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from enum import Enum
 from typing import Literal
 
 import numpy as np
@@ -67,11 +69,15 @@ from ramlab.constants import (
     MULTIFD_FLAG_ZLIB,
     MULTIFD_FLAG_ZSTD,
     MULTIFD_INIT_SIZE,
+    MULTIFD_INIT_SIZE_SEED,
     MULTIFD_MAGIC,
     MULTIFD_PACKET_SIZE,
     MULTIFD_VERSION,
 )
 from ramlab.errors import RamlabError, StreamError, TruncatedStream, UnsupportedFeature
+from ramlab.wire.contract import Decoder, NeedMore
+from ramlab.wire.events import MULTIFD_OFFSETS_AT, MultifdDeviceState, MultifdEvent, MultifdHandshake, MultifdPacket
+from ramlab.wire.fields import decode_name, encode_name
 
 __all__ = [
     "MULTIFD_MAX_PAYLOAD",
@@ -79,10 +85,6 @@ __all__ = [
     "ZSTD_FEED_CHUNK",
     "Layout",
     "Compression",
-    "MultifdHandshake",
-    "MultifdPacket",
-    "MultifdDeviceState",
-    "MultifdEvent",
     "MultifdChannelDecoder",
     "MultifdChannelEncoder",
     "decode_channel",
@@ -93,7 +95,7 @@ __all__ = [
     "epochs",
 ]
 
-Layout = Literal["auto", "7.2", "9.0", "10.0"]
+Layout = Literal["auto", "3.0", "7.2", "9.0", "10.0"]
 Compression = Literal["none", "zlib", "zstd"]
 
 #: Largest payload accepted after a RAM packet header: QEMU's receive buffer (2 x 512 KiB).
@@ -116,14 +118,14 @@ _METHOD_FLAGS: dict[str, int] = {
     "zstd": MULTIFD_FLAG_ZSTD,
 }
 _UNSUPPORTED_METHODS = {MULTIFD_FLAG_QPL: "qpl", MULTIFD_FLAG_UADK: "uadk", MULTIFD_FLAG_QATZIP: "qatzip"}
-_LAYOUTS = ("auto", "7.2", "9.0", "10.0")
+_LAYOUTS = ("auto", "3.0", "7.2", "9.0", "10.0")
 
 _HEAD = struct.Struct(">IIIIIIQ")  # magic version flags pages_alloc normal_pages next_packet_size packet_num
 _ZERO = struct.Struct(">II")  # zero_pages, reserved u32 (>= 9.0)
 _INIT = struct.Struct(">II16sB")  # magic version uuid id
 _DEV_TAIL = struct.Struct(">II")  # instance_id, next_packet_size
 _RAMBLOCK_OFF = 64
-_OFFSETS_OFF = 320
+_OFFSETS_OFF = MULTIFD_OFFSETS_AT
 _SECTION = "multifd"
 
 
@@ -162,117 +164,7 @@ def _check_compression(compression: str | None) -> str | None:
 
 
 def _cstr(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _arrays_equal(a: object, b: object) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
-    return a == b
-
-
-class _EventEq:
-    """Field-wise equality that understands numpy arrays (dataclass eq would not)."""
-
-    __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(_arrays_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-# --- events ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class MultifdHandshake(_EventEq):
-    """``MultiFDInit_t``: the first 64 bytes of a channel.
-
-    ``channel_id`` (``id`` in QEMU) names the channel; ``raw`` keeps all 64 bytes.
-
-    >>> ev = MultifdChannelDecoder.parse_handshake(encode_handshake(channel_id=1))
-    >>> ev.channel_id, ev.uuid == bytes(16)
-    (1, True)
-    """
-
-    magic: int
-    version: int
-    uuid: bytes
-    channel_id: int
-    offset: int
-    raw: bytes = field(default=b"", repr=False)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class MultifdPacket(_EventEq):
-    """One RAM packet (``MultiFDPacket_t`` + payload).
-
-    ``normal_offsets`` / ``zero_offsets`` are the byte offsets inside ``ramblock`` of the
-    pages carried (``offset[]`` entries past ``normal_pages + zero_pages`` are stale and
-    kept only in ``raw_header``, see :attr:`stale_offsets`). ``pages`` holds the
-    decompressed normal pages, shape ``(normal_pages, page_size)``. ``ramblock`` is what
-    the header says even when no page is carried (7.2 leaves the previous packet's name
-    there); ``next_packet_size`` too is the raw, possibly stale, header value, while
-    ``payload_len`` is the number of payload bytes that really followed (``payload``).
-    ``sync`` is ``MULTIFD_FLAG_SYNC``; its pages belong to the epoch the sync closes.
-    """
-
-    offset: int
-    flags: int
-    pages_alloc: int
-    normal_pages: int
-    zero_pages: int
-    next_packet_size: int
-    packet_num: int
-    ramblock: str
-    normal_offsets: np.ndarray
-    zero_offsets: np.ndarray
-    pages: np.ndarray
-    sync: bool
-    payload_offset: int
-    payload_len: int
-    raw_header: bytes = field(default=b"", repr=False)
-    payload: bytes = field(default=b"", repr=False)
-
-    @property
-    def stale_offsets(self) -> np.ndarray:
-        """``offset[]`` entries after the valid ones (left over from earlier packets in 7.2)."""
-        start = _OFFSETS_OFF + 8 * (self.normal_pages + self.zero_pages)
-        return np.frombuffer(self.raw_header, dtype=">u8", offset=min(start, len(self.raw_header)))
-
-    @property
-    def compression_flag(self) -> int:
-        """The compression bits of ``flags`` (0 none, 0x2 zlib, 0x4 zstd ...)."""
-        return self.flags & _COMPRESSION_MASK_90
-
-    @property
-    def end(self) -> int:
-        """Absolute offset of the first byte after this packet."""
-        return self.payload_offset + self.payload_len
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class MultifdDeviceState(_EventEq):
-    """A QEMU >= 10.0 device-state packet (flag 0x40, ``MultiFDPacketDeviceState_t``).
-
-    The payload is opaque device data (VFIO today) for ``idstr`` / ``instance_id``; it is
-    kept as bytes, not interpreted.
-    """
-
-    offset: int
-    flags: int
-    idstr: str
-    instance_id: int
-    next_packet_size: int
-    payload_offset: int
-    payload: bytes = field(repr=False)
-    raw_header: bytes = field(default=b"", repr=False)
-
-
-MultifdEvent = MultifdHandshake | MultifdPacket | MultifdDeviceState
+    return decode_name(raw.split(b"\0", 1)[0])
 
 
 # --- decompression --------------------------------------------------------------------
@@ -343,35 +235,43 @@ class _Inflater:
 # --- decoder --------------------------------------------------------------------------
 
 
-class MultifdChannelDecoder:
-    """Incremental, sans-IO decoder of one multifd channel (h11 style).
+class _State(Enum):
+    HANDSHAKE = "handshake"
+    PACKET = "packet"
+    SEED_DONE = "seed channel ended"
 
-    ``feed(data)`` buffers bytes; ``next_event()`` (or iterating the decoder) returns the
-    next complete event, or ``None`` when more bytes are needed. A damaged item raises
-    :class:`StreamError` (``offset`` = absolute byte of the bad field) from
-    ``next_event()``; every event before it has been returned first, and the decoder then
-    keeps raising that error. ``close()`` declares the end of input and raises
-    :class:`TruncatedStream` (``offset`` = start of the unfinished item) if bytes remain
-    mid-item. ``compression=None`` takes the method from the first packet carrying pages
-    and then insists on it (QEMU checks the configured method on such packets only).
 
-    A whole ``bytes`` buffer is parsed in place (never copied into the decoder's buffer;
-    each event copies only its own header and payload); chunks of any size, down to one
-    byte, give the same events.
+class MultifdChannelDecoder(Decoder):
+    """Incremental, sans-IO decoder of one multifd channel (contract: :mod:`ramlab.wire.contract`).
+
+    A damaged item raises :class:`StreamError` (``offset`` = absolute byte of the bad field) from
+    :meth:`next_event` after every event before it; an input that ends inside an item raises
+    :class:`TruncatedStream` (``offset`` = start of the unfinished item). ``compression=None``
+    takes the method from the first packet carrying pages and then insists on it (QEMU checks the
+    configured method on such packets only).
+
+    The handshake is QEMU's 64-byte ``MultiFDInit_t``, or the seed's packed 25-byte form
+    (QEMU 2.11-3.0: magic, version, uuid, id; ``layout="3.0"``, or recognised in ``"auto"`` when the
+    channel ends right after those 25 bytes): the seed's channels carry nothing else.
+
+    A whole ``bytes`` buffer is parsed in place (each event copies only its own header and
+    payload); chunks of any size, down to one byte, give the same events.
 
     Args: ``page_size`` (target page size; fixes the header size), ``compression``
     (``None`` = from the packets), ``layout`` (see the module doc), ``expect_handshake``
     (``False`` to start at a packet boundary), ``base_offset`` (absolute offset of the
-    first byte fed, for error messages and event offsets), ``max_device_state_size``.
+    first byte received, for error messages and event offsets), ``max_device_state_size``.
 
     >>> wire = encode_handshake(channel_id=0) + encode_packet(flags=MULTIFD_FLAG_SYNC)
     >>> dec = MultifdChannelDecoder(layout="7.2")
     >>> for i in range(len(wire)):
-    ...     dec.feed(wire[i : i + 1])
-    >>> [(type(e).__name__, e.offset) for e in dec]
-    [('MultifdHandshake', 0), ('MultifdPacket', 64)]
+    ...     dec.receive_data(wire[i : i + 1])
     >>> dec.close()
+    >>> [(type(e).__name__, e.offset) for e in dec.events()], dec.next_event()
+    ([('MultifdHandshake', 0), ('MultifdPacket', 64)], END)
     """
+
+    _SECTION = _SECTION
 
     def __init__(
         self,
@@ -383,216 +283,96 @@ class MultifdChannelDecoder:
         base_offset: int = 0,
         max_device_state_size: int = 64 << 20,
     ) -> None:
+        super().__init__(base_offset=base_offset)
         self.page_size = page_size
         self.page_count = _page_count(page_size)
         self.header_size = _OFFSETS_OFF + 8 * self.page_count
         self.layout: str = _check_layout(layout)
         self.compression: str | None = _check_compression(compression)
         self.max_device_state_size = max_device_state_size
-        self._zero_pages_field = layout != "7.2"
+        self._zero_pages_field = layout not in ("7.2", "3.0")
         self._device_state = layout in ("auto", "10.0")
         self._mask = _COMPRESSION_MASK_72 if layout == "7.2" else _COMPRESSION_MASK_90
         self._inflater: _Inflater | None = None
-        self._buf: memoryview | bytearray = bytearray()
-        self._pos = 0  # parse position in _buf
-        self._base = base_offset  # absolute offset of _buf[0]
-        self._need_handshake = expect_handshake
-        self._want = 0  # bytes the item at _pos needs before parsing is worth retrying
-        self._events: deque[MultifdEvent] = deque()
-        self._error: StreamError | None = None
-        self._closed = False
+        self._state = _State.HANDSHAKE if expect_handshake else _State.PACKET
         self.packets = 0  # RAM packets decoded
         self.syncs = 0  # of which with MULTIFD_FLAG_SYNC
-
-    # -- input ---------------------------------------------------------------------
-    @property
-    def offset(self) -> int:
-        """Absolute offset of the first byte not yet consumed by an event."""
-        return self._base + self._pos
-
-    @property
-    def pending(self) -> int:
-        """Bytes buffered but not yet consumed by an event."""
-        return len(self._buf) - self._pos
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Add bytes to decode. Whole ``bytes`` objects are kept and parsed in place."""
-        if self._closed:
-            raise RamlabError("feed() after close()")
-        mv = memoryview(data).cast("B")
-        if not len(mv):
-            return
-        if self.pending == 0:
-            self._base += len(self._buf)
-            if isinstance(data, bytes):
-                self._buf = mv  # zero copy: bytes are immutable
-            else:
-                self._buf = bytearray(mv)
-            self._pos = 0
-            return
-        if not isinstance(self._buf, bytearray):
-            rest = bytearray(self._buf[self._pos :])
-            self._base += self._pos
-            self._buf, self._pos = rest, 0
-        elif self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[: self._pos]
-            self._base += self._pos
-            self._pos = 0
-        self._buf += mv
-
-    def close(self) -> None:
-        """Declare the end of input; raise if it cut an item in two.
-
-        Complete events still buffered stay available from :meth:`next_event`.
-        """
-        self._closed = True
-        while self._error is None:
-            try:
-                ev = self._parse()
-            except StreamError as exc:
-                self._error = exc
-                break
-            if ev is None:
-                break
-            self._events.append(ev)
-        if self._error is not None:
-            raise self._error
-        if self.pending:
-            need = self._need()
-            err = TruncatedStream(
-                "multifd channel ends inside an item",
-                offset=self.offset,
-                section=_SECTION,
-                expected=f"{need} bytes",
-                found=f"{self.pending} bytes",
-            )
-            self._error = err
-            raise err
-
-    # -- output --------------------------------------------------------------------
-    def next_event(self) -> MultifdEvent | None:
-        """The next complete event, or ``None`` if more input is needed (or input ended)."""
-        if self._events:
-            return self._events.popleft()
-        if self._error is not None:
-            raise self._error
-        try:
-            return self._parse()
-        except StreamError as exc:
-            self._error = exc
-            raise
-
-    def __iter__(self) -> Iterator[MultifdEvent]:
-        while (ev := self.next_event()) is not None:
-            yield ev
-
-    # -- parsing -------------------------------------------------------------------
-    def _need(self) -> int:
-        """Bytes the next item needs in total, as far as the buffered bytes tell."""
-        if self._need_handshake:
-            return MULTIFD_INIT_SIZE
-        avail = self.pending
-        if avail < 12:
-            return self.header_size if not self._device_state else 12
-        flags = int.from_bytes(self._buf[self._pos + 8 : self._pos + 12], "big")
-        if self._device_state and flags & MULTIFD_FLAG_DEVICE_STATE:
-            if avail < MULTIFD_DEVICE_STATE_HEADER_SIZE:
-                return MULTIFD_DEVICE_STATE_HEADER_SIZE
-            size = int.from_bytes(
-                self._buf[self._pos + MULTIFD_DEVICE_STATE_HEADER_SIZE - 4 : self._pos + 276], "big"
-            )
-            return MULTIFD_DEVICE_STATE_HEADER_SIZE + size
-        if avail < self.header_size:
-            return self.header_size
-        return self.header_size + self._payload_len(self._pos)
-
-    def _payload_len(self, pos: int) -> int:
-        """Payload bytes after the RAM header at ``pos`` (header already validated)."""
-        _, _, flags, _, normal, nps, _ = _HEAD.unpack_from(self._buf, pos)
-        if normal == 0:
-            return 0  # 7.2: next_packet_size is stale in empty packets
-        if flags & self._mask == MULTIFD_FLAG_NOCOMP:
-            return normal * self.page_size  # nocomp receivers read the pages, not nps
-        return nps
 
     def _err(
         self, message: str, at: int, expected: str | None = None, found: str | None = None
     ) -> StreamError:
         return StreamError(message, offset=self._base + at, section=_SECTION, expected=expected, found=found)
 
-    def _parse(self) -> MultifdEvent | None:
-        buf, pos = self._buf, self._pos
-        avail = len(buf) - pos
-        if avail < self._want:
-            return None
-        ev = self._parse_item(buf, pos, avail)
-        if ev is not None:
-            self._want = 0
-        return ev
+    def _truncated(self, upto: int) -> StreamError:
+        return TruncatedStream("multifd channel ends inside an item", offset=self.position, section=_SECTION,
+                               expected=f"{upto - self.position} bytes", found=f"{self.pending} bytes")
 
-    def _parse_item(self, buf: memoryview | bytearray, pos: int, avail: int) -> MultifdEvent | None:
-        if self._need_handshake:
-            if avail < MULTIFD_INIT_SIZE:
-                return None
-            ev = self._parse_handshake_at(buf, pos, self._base + pos)
-            self._need_handshake = False
-            self._pos = pos + MULTIFD_INIT_SIZE
-            return ev
-        if avail < 12:
-            return None
+    # -- readers ------------------------------------------------------------------
+    def _read_handshake(self) -> None:
+        pos = self._pos
+        seed = self.layout == "3.0"
+        if not seed and self._eof and self.layout == "auto" and self.pending == MULTIFD_INIT_SIZE_SEED:
+            seed = True  # the channel ended right after the seed's packed form
+        size = MULTIFD_INIT_SIZE_SEED if seed else MULTIFD_INIT_SIZE
+        self._need(size)
+        ev = _parse_handshake_at(self._mv, pos, self._base + pos, size)
+        self._pos = pos + size
+        self._state = _State.SEED_DONE if seed else _State.PACKET
+        self._emit(ev)
+
+    def _read_seed_done(self) -> None:
+        if self.pending:
+            raise self._err("data after a seed-era multifd handshake (its channels carry no pages)", self._pos,
+                            "end of channel", f"{self.pending} more bytes")
+        raise NeedMore(self.position + 1)
+
+    def _read_packet(self) -> None:
+        buf, pos = self._mv, self._pos
+        self._need(12)
         magic, version, flags = struct.unpack_from(">III", buf, pos)
         if magic != MULTIFD_MAGIC:
             raise self._err("bad multifd packet magic", pos, f"{MULTIFD_MAGIC:#010x}", f"{magic:#010x}")
         if version != MULTIFD_VERSION:
             raise self._err("bad multifd packet version", pos + 4, str(MULTIFD_VERSION), str(version))
         if self._device_state and flags & MULTIFD_FLAG_DEVICE_STATE:
-            return self._parse_device_state(buf, pos, avail, flags)
-        if avail < self.header_size:
-            self._want = self.header_size
-            return None
-        return self._parse_ram(buf, pos, avail)
+            self._emit(self._parse_device_state(buf, pos, flags))
+            return
+        self._need(self.header_size)
+        self._emit(self._parse_ram(buf, pos))
+
+    _READERS = {_State.HANDSHAKE: _read_handshake, _State.PACKET: _read_packet, _State.SEED_DONE: _read_seed_done}
+
+    def _payload_len(self, pos: int) -> int:
+        """Payload bytes after the RAM header at ``pos`` (header already validated)."""
+        _, _, flags, _, normal, nps, _ = _HEAD.unpack_from(self._mv, pos)
+        if normal == 0:
+            return 0  # 7.2: next_packet_size is stale in empty packets
+        if flags & self._mask == MULTIFD_FLAG_NOCOMP:
+            return normal * self.page_size  # nocomp receivers read the pages, not nps
+        return nps
 
     @staticmethod
     def parse_handshake(data: bytes, offset: int = 0) -> MultifdHandshake:
-        """Decode a 64-byte ``MultiFDInit_t`` (raises :class:`StreamError` if invalid)."""
-        if len(data) < MULTIFD_INIT_SIZE:
+        """Decode a ``MultiFDInit_t`` (64 bytes, or the seed's 25; raises :class:`StreamError`).
+
+        >>> ev = MultifdChannelDecoder.parse_handshake(encode_handshake(channel_id=1))
+        >>> ev.channel_id, ev.uuid == bytes(16), ev.seed_layout
+        (1, True, False)
+        """
+        size = MULTIFD_INIT_SIZE_SEED if len(data) == MULTIFD_INIT_SIZE_SEED else MULTIFD_INIT_SIZE
+        if len(data) < size:
             raise TruncatedStream(
                 "multifd handshake is short",
                 offset=offset,
                 section=_SECTION,
-                expected=f"{MULTIFD_INIT_SIZE} bytes",
+                expected=f"{MULTIFD_INIT_SIZE} (or {MULTIFD_INIT_SIZE_SEED}) bytes",
                 found=f"{len(data)} bytes",
             )
-        return MultifdChannelDecoder._parse_handshake_at(memoryview(data).cast("B"), 0, offset)
+        return _parse_handshake_at(memoryview(data).cast("B"), 0, offset, size)
 
-    @staticmethod
-    def _parse_handshake_at(buf: memoryview | bytearray, pos: int, offset: int) -> MultifdHandshake:
-        magic, version, uuid, channel_id = _INIT.unpack_from(buf, pos)
-        if magic != MULTIFD_MAGIC:
-            raise StreamError(
-                "bad multifd handshake magic",
-                offset=offset,
-                section=_SECTION,
-                expected=f"{MULTIFD_MAGIC:#010x}",
-                found=f"{magic:#010x}",
-            )
-        if version != MULTIFD_VERSION:
-            raise StreamError(
-                "bad multifd handshake version",
-                offset=offset + 4,
-                section=_SECTION,
-                expected=str(MULTIFD_VERSION),
-                found=str(version),
-            )
-        raw = bytes(buf[pos : pos + MULTIFD_INIT_SIZE])
-        return MultifdHandshake(magic, version, bytes(uuid), channel_id, offset, raw)
-
-    def _parse_device_state(
-        self, buf: memoryview | bytearray, pos: int, avail: int, flags: int
-    ) -> MultifdDeviceState | None:
+    def _parse_device_state(self, buf: memoryview, pos: int, flags: int) -> MultifdDeviceState:
         hsize = MULTIFD_DEVICE_STATE_HEADER_SIZE
-        if avail < hsize:
-            return None
+        self._need(hsize)
         instance_id, size = _DEV_TAIL.unpack_from(buf, pos + hsize - 8)
         if size > self.max_device_state_size:
             raise self._err(
@@ -601,9 +381,7 @@ class MultifdChannelDecoder:
                 f"<= {self.max_device_state_size} bytes",
                 f"{size} bytes",
             )
-        if avail < hsize + size:
-            self._want = hsize + size
-            return None
+        self._need(hsize + size)
         raw_header = bytes(buf[pos : pos + hsize])
         payload = bytes(buf[pos + hsize : pos + hsize + size])
         self._pos = pos + hsize + size
@@ -618,7 +396,7 @@ class MultifdChannelDecoder:
             raw_header=raw_header,
         )
 
-    def _parse_ram(self, buf: memoryview | bytearray, pos: int, avail: int) -> MultifdPacket | None:
+    def _parse_ram(self, buf: memoryview, pos: int) -> MultifdPacket:
         _, _, flags, pages_alloc, normal, nps, packet_num = _HEAD.unpack_from(buf, pos)
         zero = _ZERO.unpack_from(buf, pos + 32)[0] if self._zero_pages_field else 0
         if pages_alloc > self.page_count:
@@ -654,9 +432,7 @@ class MultifdChannelDecoder:
                 f"<= {MULTIFD_MAX_PAYLOAD}",
                 str(plen),
             )
-        if avail < self.header_size + plen:
-            self._want = self.header_size + plen
-            return None
+        self._need(self.header_size + plen)
         # Offsets: normal then zero pages; must be page aligned and fit a signed int64.
         used = normal + zero
         # copy (<= 1 KiB): a numpy view would pin the bytearray buffer
@@ -729,6 +505,17 @@ class MultifdChannelDecoder:
         return name
 
 
+def _parse_handshake_at(buf: memoryview, pos: int, offset: int, size: int) -> MultifdHandshake:
+    magic, version, uuid, channel_id = _INIT.unpack_from(buf, pos)
+    if magic != MULTIFD_MAGIC:
+        raise StreamError("bad multifd handshake magic", offset=offset, section=_SECTION,
+                          expected=f"{MULTIFD_MAGIC:#010x}", found=f"{magic:#010x}")
+    if version != MULTIFD_VERSION:
+        raise StreamError("bad multifd handshake version", offset=offset + 4, section=_SECTION,
+                          expected=str(MULTIFD_VERSION), found=str(version))
+    return MultifdHandshake(magic, version, bytes(uuid), channel_id, offset, bytes(buf[pos : pos + size]))
+
+
 def decode_channel(
     data: bytes,
     page_size: int = 4096,
@@ -745,10 +532,9 @@ def decode_channel(
     [None, 9]
     """
     dec = MultifdChannelDecoder(page_size, compression, layout=layout)
-    dec.feed(data)
-    events = list(dec)
+    dec.receive_data(data)
     dec.close()
-    return events
+    return list(dec.events())  # type: ignore[arg-type]
 
 
 def epochs(events: Iterable[MultifdEvent]) -> Iterator[tuple[int, MultifdPacket]]:
@@ -778,17 +564,21 @@ def encode_handshake(
     magic: int = MULTIFD_MAGIC,
     version: int = MULTIFD_VERSION,
     reserved: bytes = b"",
+    seed: bool = False,
 ) -> bytes:
     """The 64-byte ``MultiFDInit_t``; ``reserved`` fills bytes 25..63 (zero by default).
+    ``seed=True`` gives the seed's packed 25-byte form (QEMU 2.11-3.0).
 
-    >>> encode_handshake(channel_id=1)[:8].hex(), len(encode_handshake())
-    ('1122334400000001', 64)
+    >>> encode_handshake(channel_id=1)[:8].hex(), len(encode_handshake()), len(encode_handshake(seed=True))
+    ('1122334400000001', 64, 25)
     """
     if len(uuid) != 16:
         raise RamlabError(f"uuid must be 16 bytes, got {len(uuid)}")
-    if len(reserved) > MULTIFD_INIT_SIZE - 25:
-        raise RamlabError("reserved is at most 39 bytes")
+    if len(reserved) > (0 if seed else MULTIFD_INIT_SIZE - MULTIFD_INIT_SIZE_SEED):
+        raise RamlabError("reserved is at most 39 bytes (none in the seed's form)")
     head = _INIT.pack(magic, version, bytes(uuid), channel_id)
+    if seed:
+        return head
     return head + bytes(reserved) + bytes(MULTIFD_INIT_SIZE - len(head) - len(reserved))
 
 
@@ -845,7 +635,7 @@ def encode_packet(
         raise RamlabError("reserved is too long for the 32 reserved header bytes")
     rsv += bytes(32 - len(rsv))
     if isinstance(ramblock, str):
-        name = ramblock.encode("utf-8", "surrogateescape")
+        name = encode_name(ramblock)
         if len(name) > 255:
             raise RamlabError(f"ramblock name longer than 255 bytes: {ramblock!r}")
         block = name + bytes(256 - len(name))
@@ -865,7 +655,7 @@ def encode_device_state(
     >>> len(encode_device_state("0000:00:05.0/vfio", 0, b"abc"))
     279
     """
-    name = idstr.encode("utf-8", "surrogateescape")
+    name = encode_name(idstr)
     if len(name) > 256:
         raise RamlabError("idstr longer than 256 bytes")
     return (
@@ -1018,7 +808,8 @@ class MultifdChannelEncoder:
                 event.uuid,
                 magic=event.magic,
                 version=event.version,
-                reserved=event.raw[25:],
+                reserved=event.raw[MULTIFD_INIT_SIZE_SEED:],
+                seed=event.seed_layout,
             )
         if isinstance(event, MultifdDeviceState):
             out = encode_device_state(event.idstr, event.instance_id, event.payload, flags=event.flags)
@@ -1031,7 +822,7 @@ class MultifdChannelEncoder:
         layout: Layout = "auto" if event.zero_pages else "7.2"
         name_field: str | bytes = event.ramblock
         if raw:
-            name = event.ramblock.encode("utf-8", "surrogateescape")
+            name = encode_name(event.ramblock)
             if raw[_RAMBLOCK_OFF : _RAMBLOCK_OFF + 256] != name + bytes(256 - len(name)):
                 name_field = raw[_RAMBLOCK_OFF : _RAMBLOCK_OFF + 256]
         out = encode_packet(

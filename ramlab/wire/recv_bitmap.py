@@ -1,7 +1,6 @@
 """The received-bitmap blob of postcopy recovery (return path, after MIG_RP_MSG_RECV_BITMAP).
 
-Layout (``shared/reference/stream-format.md`` §9.3; seed ``ramblock_recv_bitmap_send`` /
-``ram_dirty_bitmap_reload``)::
+Layout (seed ``ramblock_recv_bitmap_send`` / ``ram_dirty_bitmap_reload``)::
 
     be64 size                      bytes of bitmap that follow
     size bytes                     bitmap as little-endian 64-bit words (bit i = page i)
@@ -16,6 +15,10 @@ Layout (``shared/reference/stream-format.md`` §9.3; seed ``ramblock_recv_bitmap
 * ``"modern"``: ``roundup8(ceil(nbits / 8))``, never loses a bit.
 
 Both ends must agree on ``size``, so for such blocks seed and modern do not interoperate.
+
+The framing (size, bitmap, end mark) is read in one place, :func:`parse_recv_bitmap_blob`, by the
+return-path decoder and by :func:`decode_recv_bitmap` alike; damage is a
+:class:`~ramlab.errors.StreamError` at the byte where the bad or missing field starts.
 
     >>> bits = np.zeros(65, bool); bits[64] = True
     >>> len(encode_recv_bitmap(bits, "seed")), len(encode_recv_bitmap(bits, "modern"))
@@ -32,9 +35,19 @@ from typing import Literal
 import numpy as np
 
 from ramlab.constants import RAMBLOCK_RECV_BITMAP_ENDING
-from ramlab.errors import BitmapError
+from ramlab.errors import BitmapError, StreamError, TruncatedStream
 
-__all__ = ["decode_recv_bitmap", "encode_recv_bitmap", "recv_bitmap_size"]
+__all__ = [
+    "decode_recv_bitmap",
+    "encode_recv_bitmap",
+    "recv_bitmap_size",
+    "encode_recv_bitmap_blob",
+    "parse_recv_bitmap_blob",
+    "RECV_BITMAP_SECTION",
+]
+
+RECV_BITMAP_SECTION = "RECV_BITMAP blob"
+_BE64 = struct.Struct(">Q")
 
 Rounding = Literal["seed", "modern"]
 
@@ -56,46 +69,87 @@ def recv_bitmap_size(nbits: int, rounding: Rounding = "seed") -> int:
     return -(-size // 8) * 8
 
 
+def encode_recv_bitmap_blob(bitmap: bytes) -> bytes:
+    """The blob around ``bitmap`` (its bytes as sent): be64 size, the bytes, be64 end mark.
+
+    >>> encode_recv_bitmap_blob(bytes(8)).hex()
+    '000000000000000800000000000000000123456789abcdef'
+    """
+    return _BE64.pack(len(bitmap)) + bytes(bitmap) + _BE64.pack(RAMBLOCK_RECV_BITMAP_ENDING)
+
+
+def parse_recv_bitmap_blob(
+    buf: bytes | bytearray | memoryview,
+    pos: int = 0,
+    *,
+    base: int = 0,
+    max_size: int | None = None,
+    expected_size: int | None = None,
+    section: str = RECV_BITMAP_SECTION,
+) -> tuple[bytes, int] | int:
+    """Read the blob at ``buf[pos:]``: ``(bitmap bytes, bytes consumed)``, or the total number
+    of bytes the blob needs when ``buf`` holds only part of it.
+
+    ``base + pos`` is the absolute offset of the blob (for errors). The size must equal
+    ``expected_size`` when given (``ram_dirty_bitmap_reload``'s check), and be a multiple of 8 and at
+    most ``max_size``; then the end mark must follow. Nothing is allocated before the size is checked.
+
+    >>> parse_recv_bitmap_blob(encode_recv_bitmap_blob(b"\\x01" * 8))
+    (b'\\x01\\x01\\x01\\x01\\x01\\x01\\x01\\x01', 24)
+    >>> parse_recv_bitmap_blob(encode_recv_bitmap_blob(bytes(8))[:10])
+    24
+    """
+    avail = len(buf) - pos
+    if avail < 8:
+        return 8
+    (size,) = _BE64.unpack_from(buf, pos)
+    at = base + pos
+    if expected_size is not None and size != expected_size:
+        raise StreamError("received bitmap size mismatch", offset=at, section=section,
+                          expected=f"0x{expected_size:x}", found=f"0x{size:x}")
+    if size % 8 or (max_size is not None and size > max_size):
+        raise StreamError("received bitmap size not a multiple of 8 or too large", offset=at, section=section,
+                          expected="a multiple of 8" + (f", <= {max_size}" if max_size is not None else ""),
+                          found=str(size))
+    if avail < 16 + size:
+        return 16 + size
+    (end_mark,) = _BE64.unpack_from(buf, pos + 8 + size)
+    if end_mark != RAMBLOCK_RECV_BITMAP_ENDING:
+        raise StreamError("received bitmap end mark incorrect", offset=at + 8 + size, section=section,
+                          expected=f"0x{RAMBLOCK_RECV_BITMAP_ENDING:016x}", found=f"0x{end_mark:016x}")
+    return bytes(buf[pos + 8 : pos + 8 + size]), 16 + size
+
+
 def encode_recv_bitmap(bits: np.ndarray, rounding: Rounding = "seed") -> bytes:
     """The blob ``ramblock_recv_bitmap_send`` writes for the received map ``bits``."""
     bits = np.asarray(bits, dtype=bool).reshape(-1)
     size = recv_bitmap_size(bits.size, rounding)
     body = np.zeros(max(size, -(-bits.size // 8)), np.uint8)
     body[: -(-bits.size // 8)] = np.packbits(bits, bitorder="little")
-    return struct.pack(">Q", size) + body[:size].tobytes() + struct.pack(">Q", RAMBLOCK_RECV_BITMAP_ENDING)
+    return encode_recv_bitmap_blob(body[:size].tobytes())
 
 
 def decode_recv_bitmap(data: bytes, nbits: int, rounding: Rounding = "seed") -> tuple[np.ndarray, int]:
     """Read a blob as ``ram_dirty_bitmap_reload`` does: ``(bits, bytes consumed)``.
 
     ``bits`` are the received bits of pages ``0 .. nbits-1`` (not yet complemented); bits
-    the blob does not carry are False. Error messages give the offset where the bad or
-    missing field starts. Raises :class:`~ramlab.errors.BitmapError` on a
-    size other than this side's own computation, short data or a wrong end mark.
+    the blob does not carry are False. Raises :class:`~ramlab.errors.StreamError` (at the byte
+    where the bad field starts) on a size other than this side's own computation or a wrong end
+    mark, :class:`~ramlab.errors.TruncatedStream` on short data.
 
     >>> decode_recv_bitmap(encode_recv_bitmap(np.ones(3, bool), "modern"), 3, "modern")[1]
     24
     """
-    view = memoryview(data)
     local_size = recv_bitmap_size(nbits, rounding)
-    if len(view) < 8:
-        raise BitmapError(f"received bitmap truncated at byte 0: need 8 bytes of size, have {len(view)}")
-    (size,) = struct.unpack_from(">Q", view, 0)
-    if size != local_size:
-        raise BitmapError(f"received bitmap size mismatch at byte 0: expected 0x{local_size:x} "
-                          f"for {nbits} bits ({rounding} rounding), found 0x{size:x}")
-    if len(view) < 8 + size:
-        raise BitmapError(f"received bitmap truncated at byte 8: need {size} bytes of bitmap, "
-                          f"have {len(view) - 8}")
-    if len(view) < 16 + size:
-        raise BitmapError(f"received bitmap truncated at byte {8 + size}: need the 8-byte end "
-                          f"mark, have {len(view) - 8 - size}")
-    (end_mark,) = struct.unpack_from(">Q", view, 8 + size)
-    if end_mark != RAMBLOCK_RECV_BITMAP_ENDING:
-        raise BitmapError(f"received bitmap end mark incorrect at byte {8 + size}: expected "
-                          f"0x{RAMBLOCK_RECV_BITMAP_ENDING:016x}, found 0x{end_mark:016x}")
-    body = np.frombuffer(view, np.uint8, count=size, offset=8)
+    got = parse_recv_bitmap_blob(data, expected_size=local_size)
+    if isinstance(got, int):
+        have = len(data)
+        at, what = (0, "8 bytes of size") if have < 8 else (
+            (8, f"{local_size} bytes of bitmap") if have < 8 + local_size else (8 + local_size, "the 8-byte end mark"))
+        raise TruncatedStream("received bitmap truncated", offset=at, section=RECV_BITMAP_SECTION,
+                              expected=what, found=f"{have - at} bytes")
+    body, used = got
     bits = np.zeros(nbits, bool)
-    got = np.unpackbits(body, count=min(nbits, size * 8), bitorder="little").astype(bool)
-    bits[: got.size] = got
-    return bits, 16 + size
+    unpacked = np.unpackbits(np.frombuffer(body, np.uint8), count=min(nbits, len(body) * 8), bitorder="little")
+    bits[: unpacked.size] = unpacked.astype(bool)
+    return bits, used
