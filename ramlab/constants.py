@@ -33,7 +33,6 @@ SECTION_TYPE_NAMES = {
 }
 
 # --- QEMU_VM_COMMAND sub-commands (enum qemu_vm_cmd) ----------------------------------
-MIG_CMD_INVALID = 0
 MIG_CMD_OPEN_RETURN_PATH = 1
 MIG_CMD_PING = 2
 MIG_CMD_POSTCOPY_ADVISE = 3
@@ -45,7 +44,6 @@ MIG_CMD_ENABLE_COLO = 8
 MIG_CMD_POSTCOPY_RESUME = 9
 MIG_CMD_RECV_BITMAP = 10
 MIG_CMD_SWITCHOVER_START = 11  # QEMU >= 10.0
-MIG_CMD_MAX_72 = 11  # QEMU 7.2 rejects cmd >= 11
 MIG_CMD_MAX = 12
 
 MIG_CMD_NAMES = {
@@ -82,7 +80,6 @@ POSTCOPY_RAM_DISCARD_VERSION = 0
 MAX_DISCARDS_PER_COMMAND = 12
 
 # --- return path (enum mig_rp_message_type) -------------------------------------------
-MIG_RP_MSG_INVALID = 0
 MIG_RP_MSG_SHUT = 1
 MIG_RP_MSG_PONG = 2
 MIG_RP_MSG_REQ_PAGES_ID = 3
@@ -124,7 +121,7 @@ def compress_bound(n: int) -> int:
 MULTIFD_MAGIC = 0x11223344
 MULTIFD_VERSION = 1
 MULTIFD_FLAG_SYNC = 1 << 0
-MULTIFD_FLAG_COMPRESSION_MASK = 0xE  # bits 1-3 (7.2)
+MULTIFD_FLAG_COMPRESSION_MASK_72 = 0x7 << 1  # bits 1-3 (7.2)
 MULTIFD_FLAG_COMPRESSION_MASK_90 = 0x1F << 1  # bits 1-5 (>= 9.0: qpl, uadk, qatzip)
 MULTIFD_FLAG_NOCOMP = 0 << 1
 MULTIFD_FLAG_ZLIB = 1 << 1
@@ -136,4 +133,3 @@ MULTIFD_INIT_SIZE_SEED = 25  # QEMU 2.11-3.0: packed magic, version, uuid[16], i
 
 # --- mapped-ram (QEMU >= 9.0) ---------------------------------------------------------
 MAPPED_RAM_HDR_VERSION = 1
-MAPPED_RAM_FILE_OFFSET_ALIGNMENT = 0x100000

@@ -64,18 +64,28 @@ def _pick(folder: Path, stem: str) -> Path | None:
 
 
 def capture_files(folder: str | os.PathLike[str]) -> tuple[list[Path], Path | None]:
-    """The stream files of a capture folder: ``(channels, return_path)``, main channel first."""
+    """The stream files of a capture folder: ``(channels, return_path)``, main channel first.
+
+    A folder holds one kind of capture; one holding several (say ``stream.bin`` and
+    ``channel-0.bin``) is refused, naming the files, rather than decoded from one of them.
+    """
     folder = Path(folder)
-    main = _pick(folder, "stream")
-    if main is not None:
-        return [main], None
-    fwd = _pick(folder, "fwd-0")
-    if fwd is not None:
-        return [fwd], _pick(folder, "ret-0")
-    chans = sorted(
-        (p for p in folder.iterdir() if re.fullmatch(r"channel-\d+\.bin(\.zst)?", p.name)),
-        key=lambda p: int(p.name.split("-")[1].split(".")[0]),
-    )
-    if chans:
-        return chans, None
+    kinds = {
+        "precopy": [p for p in [_pick(folder, "stream")] if p],
+        "postcopy": [p for p in [_pick(folder, "fwd-0")] if p],
+        "multifd": sorted(
+            (p for p in folder.iterdir() if re.fullmatch(r"channel-\d+\.bin(\.zst)?", p.name)),
+            key=lambda p: int(p.name.split("-")[1].split(".")[0]),
+        ) if folder.is_dir() else [],
+    }
+    found = {k: v for k, v in kinds.items() if v}
+    if len(found) > 1:
+        names = ", ".join(p.name for v in found.values() for p in v)
+        raise RamlabError(f"{folder}: holds more than one capture ({names}); open the files you mean")
+    if "precopy" in found:
+        return found["precopy"], None
+    if "postcopy" in found:
+        return found["postcopy"], _pick(folder, "ret-0")
+    if "multifd" in found:
+        return found["multifd"], None
     raise RamlabError(f"{folder}: no stream.bin, fwd-0.bin or channel-N.bin (optionally .zst) found")

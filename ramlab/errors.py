@@ -64,6 +64,11 @@ class UnsupportedFeature(StreamError):
     """A valid stream element that ramlab does not handle (e.g. RDMA hooks)."""
 
 
+class InternalError(StreamError):
+    """ramlab itself failed on this input (a bug: please report it with the input). Decoding stops
+    there and keeps its prefix, like for a damaged stream; the fuzz tests make sure it never occurs."""
+
+
 class XbzrleError(RamlabError):
     """An XBZRLE delta that QEMU's ``xbzrle_decode_buffer`` would reject (it returns -1)."""
 
@@ -78,6 +83,10 @@ class BitmapError(RamlabError):
 
 class PostcopyError(RamlabError):
     """A postcopy rule violated (unaligned discard, non-sequential target page, ...)."""
+
+
+class TraceError(RamlabError, ValueError):
+    """A :class:`~ramlab.trace.Trace` whose arrays do not fit together (shapes, dtypes, codes)."""
 
 
 class SimulationError(RamlabError):

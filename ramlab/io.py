@@ -1,33 +1,65 @@
-"""Reading capture files: plain files are memory-mapped, ``.zst`` files are decompressed.
+"""Reading capture files: plain files are memory-mapped, ``.zst`` files are decompressed as a stream.
 
 This is the only module that opens stream files; the wire decoders are fed what it returns.
 
     >>> data = read_stream(b"QEVM\\x00\\x00\\x00\\x03")   # bytes pass through unchanged
     >>> bytes(data[:4])
     b'QEVM'
+
+Compressed input is bounded: it is decompressed chunk by chunk, kept in memory up to
+:data:`SPOOL_IN_MEMORY` bytes and beyond that written to an unlinked temporary file that is
+memory-mapped (the page cache holds it, not the heap), and it may expand to at most ``limit``
+bytes (:data:`DEFAULT_MAX_DECOMPRESSED` unless the caller knows better: ``ramlab.open`` allows
+64 times the RAM a stream's block list declares). Past the limit :class:`DecompressionLimit` is
+raised, carrying the bytes that came before it, so a decompression bomb costs at most ``limit``
+bytes of temporary file and the time to inflate them.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from ramlab.errors import RamlabError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-MAX_DECOMPRESSED = 64 << 30
+#: decompressed bytes kept in memory; beyond that they go to a memory-mapped temporary file
+SPOOL_IN_MEMORY = 64 << 20
+#: what a compressed input may expand to when the caller sets no limit
+DEFAULT_MAX_DECOMPRESSED = 4 << 30
+#: decompressed bytes read at a time (the first chunk is what a ``limit`` callable sees)
+CHUNK = 16 << 20
+
+Source = str | os.PathLike[str] | bytes | bytearray | memoryview
+Limit = int | Callable[[bytes], int] | None
 
 
-def read_stream(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> bytes | memoryview:
+class DecompressionLimit(RamlabError):
+    """A compressed input expands past its limit; ``data`` holds the bytes before the limit."""
+
+    def __init__(self, message: str, data: bytes | memoryview, limit: int) -> None:
+        super().__init__(message)
+        self.data = data
+        self.limit = limit
+
+
+def read_stream(source: Source, *, limit: Limit = None) -> bytes | memoryview:
     """Return the bytes of a stream: ``bytes`` as given, a file via mmap, ``.zst`` decompressed.
 
-    Zstandard input is recognised by its magic number, whatever the file name.
+    Zstandard input is recognised by its magic number, whatever the file name. ``limit`` bounds
+    its decompressed size: a number of bytes, or a function given the first decompressed chunk
+    that returns the bound (so it can read the stream's header first).
     """
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source) if isinstance(source, bytearray) else source
         if bytes(data[:4]) == ZSTD_MAGIC:
-            return _unzstd(data, "<bytes>")
+            import io as _io
+
+            return _decompress(_io.BytesIO(data), "<bytes>", limit)
         return data
     path = Path(source)
     try:
@@ -36,7 +68,7 @@ def read_stream(source: str | os.PathLike[str] | bytes | bytearray | memoryview)
             head = fh.read(4)
             if head == ZSTD_MAGIC:
                 fh.seek(0)
-                return _unzstd_file(fh, str(path))
+                return _decompress(fh, str(path), limit)
             if size == 0:
                 return b""
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -45,32 +77,53 @@ def read_stream(source: str | os.PathLike[str] | bytes | bytearray | memoryview)
     return memoryview(mm)
 
 
-def _unzstd(data: bytes | memoryview, name: str) -> bytes:
+def _decompress(fh: IO[bytes], name: str, limit: Limit) -> bytes | memoryview:
     import zstandard
 
-    try:
-        dobj = zstandard.ZstdDecompressor().decompressobj()
-        out = dobj.decompress(data)
-    except zstandard.ZstdError as exc:
-        raise RamlabError(f"{name}: damaged zstd data: {exc}") from exc
-    return out
-
-
-def _unzstd_file(fh, name: str) -> bytes:  # type: ignore[no-untyped-def]
-    import zstandard
-
+    parts: list[bytes] = []
+    spool: IO[bytes] | None = None
+    total = 0
+    bound = limit if isinstance(limit, int) else DEFAULT_MAX_DECOMPRESSED
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
-        chunks = []
-        total = 0
         while True:
-            chunk = reader.read(16 << 20)
+            chunk = reader.read(CHUNK)
             if not chunk:
                 break
+            if total == 0 and callable(limit):
+                bound = int(limit(chunk))
+            if total + len(chunk) > bound:
+                chunk = chunk[: bound - total]
+                _append(parts, spool, chunk)
+                total += len(chunk)
+                raise DecompressionLimit(
+                    f"{name}: decompresses to more than {bound:,} bytes (the limit for this input); "
+                    "decoded up to there", _collect(parts, spool), bound)
+            if spool is None and total + len(chunk) > SPOOL_IN_MEMORY:
+                spool = tempfile.TemporaryFile()
+                for p in parts:
+                    spool.write(p)
+                parts = []
+            _append(parts, spool, chunk)
             total += len(chunk)
-            if total > MAX_DECOMPRESSED:
-                raise RamlabError(f"{name}: decompresses to more than {MAX_DECOMPRESSED} bytes")
-            chunks.append(chunk)
     except zstandard.ZstdError as exc:
-        raise RamlabError(f"{name}: damaged zstd data: {exc}") from exc
-    return b"".join(chunks)
+        raise RamlabError(f"{name}: damaged zstd data after {total:,} decompressed bytes: {exc}") from exc
+    except OSError as exc:
+        raise RamlabError(f"{name}: cannot spool the decompressed stream: {exc.strerror or exc}") from exc
+    return _collect(parts, spool)
+
+
+def _append(parts: list[bytes], spool: IO[bytes] | None, chunk: bytes) -> None:
+    if spool is None:
+        parts.append(chunk)
+    else:
+        spool.write(chunk)
+
+
+def _collect(parts: list[bytes], spool: IO[bytes] | None) -> bytes | memoryview:
+    if spool is None:
+        return b"".join(parts)
+    spool.flush()
+    mm = mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ)
+    spool.close()  # the mapping keeps the (unlinked) file's pages
+    return memoryview(mm)

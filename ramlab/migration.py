@@ -18,15 +18,14 @@ import html
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ramlab.constants import QEMU_VM_SECTION_START, RAM_SAVE_FLAG_ZERO
-from ramlab.errors import RamlabError, StreamError
-from ramlab.io import read_stream
+from ramlab.errors import InternalError, RamlabError, StreamError, TruncatedStream
+from ramlab.io import DEFAULT_MAX_DECOMPRESSED, DecompressionLimit, read_stream
 from ramlab.model.destination import Destination
 from ramlab.model.loader import RamLoader
 from ramlab.model.multifd_loader import MultifdLoader
@@ -39,6 +38,43 @@ Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 
 #: bytes of main stream fed to the decoder at a time when a progress bar is shown
 PROGRESS_CHUNK = 64 << 20
+#: a compressed input may expand to this many times the RAM its stream declares (MEM_SIZE) ...
+EXPANSION_PER_RAM_BYTE = 64
+#: ... and at least to this
+MIN_EXPANSION_LIMIT = 256 << 20
+#: bytes of a stream's start read to find its declared RAM
+PROBE_BYTES = 1 << 20
+
+
+def _declared_ram(head: bytes | memoryview) -> int | None:
+    """The RAM total the MEM_SIZE list at the start of a stream declares; ``-1`` if the stream is
+    damaged before it (nothing after the damage can be decoded), ``None`` if not found."""
+    dec = StreamDecoder()
+    dec.receive_data(bytes(head[:PROBE_BYTES]))
+    try:
+        for e in dec.events():
+            if isinstance(e, ev.RamMemSize):
+                return e.total
+    except StreamError:
+        return -1
+    return None
+
+
+def _internal(exc: Exception, offset: int | None, doing: str) -> InternalError:
+    return InternalError(f"internal error while {doing} (please report it with this input): "
+                         f"{type(exc).__name__}: {exc}", offset=offset)
+
+
+def _limit_for(ram: int | None) -> int:
+    if ram is None:
+        return DEFAULT_MAX_DECOMPRESSED
+    return max(MIN_EXPANSION_LIMIT, EXPANSION_PER_RAM_BYTE * max(ram, 0))
+
+
+def _stream_limit(head: bytes) -> int:
+    """The expansion limit of a compressed main stream, from its first decompressed chunk."""
+    ram = _declared_ram(head)
+    return len(head) if ram == -1 else _limit_for(ram)
 
 
 class Migration:
@@ -62,10 +98,13 @@ class Migration:
         progress: bool = False,
     ) -> None:
         self.name = name or (Path(stream).name if isinstance(stream, str | os.PathLike) else "stream")
-        self.data = read_stream(stream)
-        self.channel_data = [read_stream(c) for c in channels]
-        self.return_path_data = read_stream(return_path) if return_path is not None else None
         self.error: RamlabError | None = None
+        self.warnings: list[str] = []
+        self._limit_error: StreamError | None = None
+        self.data = self._read(stream, _stream_limit)
+        bound = self._declared_limit()
+        self.channel_data = [self._read(c, bound) for c in channels]
+        self.return_path_data = self._read(return_path, bound) if return_path is not None else None
         self.events: list[ev.Event] = []
         self.vmdesc: dict | None = None
         self.requests: list[ev.ReqPages] = []
@@ -84,10 +123,30 @@ class Migration:
             by_flush = any(isinstance(e, ev.RamMultifdFlush) for e in self.events)
             self.loader.multifd = MultifdLoader(self.loader, by_flush=by_flush)
         self._load()
+        if self._limit_error is not None and (self.error is None or isinstance(self.error, TruncatedStream)):
+            self.error = self._limit_error  # the cut at the limit, not a damaged stream, stopped decoding
         self.trace = self.loader.to_trace(
             meta={"name": self.name, "machine_type": self.machine_type, "target_page_size": self.page_size},
             error=str(self.error) if self.error else None,
         )
+        if self.loader.tracker.merged:
+            self.warnings.append(
+                f"more than {self.loader.tracker.max_passes} passes: the later laps are merged into the last "
+                "pass of the trace (the RAM and the record counts are exact)")
+
+    # ------------------------------------------------------------------ reading
+    def _read(self, source: Source, limit: int | Any) -> bytes | memoryview:
+        """The bytes of an input; a compressed one cut at its limit keeps its prefix (and the error)."""
+        try:
+            return read_stream(source, limit=limit)
+        except DecompressionLimit as exc:
+            if self._limit_error is None:
+                self._limit_error = StreamError(str(exc), offset=exc.limit)
+            return exc.data
+
+    def _declared_limit(self) -> int:
+        """Bound on the other compressed inputs: from the main stream's declared RAM."""
+        return _limit_for(_declared_ram(self.data))
 
     # ------------------------------------------------------------------ decoding
     def _fail(self, err: StreamError) -> None:
@@ -109,6 +168,8 @@ class Migration:
             self.events.extend(dec.events())
         except StreamError as err:
             self._fail(err)
+        except Exception as exc:  # a bug: keep the prefix, say where
+            self._fail(_internal(exc, dec.position, "decoding"))
         finally:
             bar.close()
         for i, e in enumerate(self.events):
@@ -118,38 +179,41 @@ class Migration:
             elif isinstance(e, ev.VmDescription):
                 try:
                     self.vmdesc = json.loads(e.json_bytes)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     self._fail(StreamError(f"vmdesc is not valid JSON: {exc}", offset=e.offset))
 
     def _decode_return_path(self) -> None:
-        rp = ReturnPathDecoder()
-        rp.receive_data(self.return_path_data or b"")
-        rp.close()
-        try:
-            self.return_path_events.extend(rp.events())  # type: ignore[arg-type]
-        except StreamError as err:
-            self._fail(err)
+        self.return_path_events = self._decode_side(ReturnPathDecoder(), self.return_path_data or b"", None)
         self.requests = [e for e in self.return_path_events if isinstance(e, ev.ReqPages)]
 
     def _decode_channel(self, i: int, data: bytes | memoryview) -> list[ev.Event]:
-        dec = MultifdChannelDecoder(page_size=self.page_size)
+        return self._decode_side(MultifdChannelDecoder(page_size=self.page_size), data, f"multifd channel {i}")
+
+    def _decode_side(self, dec: Any, data: bytes | memoryview, section: str | None) -> list[Any]:
+        """Decode a whole multifd channel or return path; a damaged one keeps its prefix."""
         dec.receive_data(data)
         dec.close()
-        events: list[ev.Event] = []
+        events: list[Any] = []
         try:
             events.extend(dec.events())
         except StreamError as err:
-            self._fail(StreamError(f"multifd channel {i}: {err.message}", offset=err.offset,
-                                   section=f"multifd channel {i}", expected=err.expected, found=err.found))
+            self._fail(err if section is None else StreamError(
+                f"{section}: {err.message}", offset=err.offset, section=section, expected=err.expected,
+                found=err.found))
+        except Exception as exc:  # a bug: keep the prefix, say where
+            self._fail(_internal(exc, dec.position, f"decoding {section or 'the return path'}"))
         return events
 
     def _load(self) -> None:
         loader = self.loader
+        e: ev.Event | None = None
         try:
             for e in self.events:
                 loader.load(e)
         except StreamError as err:
             self._fail(err)
+        except Exception as exc:  # a bug: keep the prefix, say where
+            self._fail(_internal(exc, getattr(e, "offset", None), "loading"))
         else:
             if loader.multifd is not None and loader.destination is not None:
                 for i, data in enumerate(self.channel_data, start=1):
@@ -159,6 +223,8 @@ class Migration:
             loader.finish()  # the input ended, whole or damaged: apply what came
         except StreamError as err:
             self._fail(err)
+        except Exception as exc:  # a bug: keep the prefix
+            self._fail(_internal(exc, None, "loading"))
         if loader.request_error is not None:
             self._fail(loader.request_error)
 
@@ -438,8 +504,3 @@ def _progress(total: int, enabled: bool, name: str):  # type: ignore[no-untyped-
             pass
 
     return _Null()
-
-
-def open_many(paths: Sequence[Source], **kwargs: Any) -> Migration:
-    """``open(paths[0], *paths[1:])``: the CLI's form (main channel first)."""
-    return open(paths[0], *paths[1:], **kwargs)

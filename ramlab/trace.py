@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from ramlab.errors import TraceError
+
 __all__ = [
     "PageClass",
     "N_CLASSES",
@@ -43,6 +45,7 @@ __all__ = [
     "BlockInfo",
     "Trace",
     "synthetic_trace",
+    "class_counts",
 ]
 
 
@@ -71,7 +74,7 @@ class PageClass(enum.IntEnum):
 N_CLASSES = len(PageClass)
 CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in PageClass)
 #: pass kinds, in the order of their uint8 codes when ``pass_kind`` is an array
-PASS_KINDS: tuple[str, ...] = ("precopy", "bulk", "complete", "postcopy")
+PASS_KINDS: tuple[str, ...] = ("precopy", "bulk", "complete", "postcopy", "merged")
 SOURCES = ("capture", "simulation")
 
 _FORMAT_VERSION = 1
@@ -110,6 +113,19 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
     return repr(obj)
+
+
+def class_counts(classes: np.ndarray) -> np.ndarray:
+    """``int64 [n_passes, N_CLASSES]`` from ``uint8 [n_passes, n_pages]`` class codes: one
+    ``np.bincount`` per pass (no temporary as large as the classes themselves).
+
+    >>> class_counts(np.array([[0, 1, 1], [2, 2, 2]], np.uint8))[:, :3].tolist()
+    [[1, 2, 0], [0, 0, 3]]
+    """
+    out = np.zeros((classes.shape[0], N_CLASSES), np.int64)
+    for p, row in enumerate(classes):
+        out[p] = np.bincount(row, minlength=N_CLASSES)[:N_CLASSES]
+    return out
 
 
 @dataclass
@@ -263,16 +279,8 @@ class Trace:
 
     # ------------------------------------------------------------------ reductions
     def class_counts(self) -> np.ndarray:
-        """``int64 [n_passes, N_CLASSES]``: how many pages of each class each pass has.
-
-        One ``np.bincount`` over ``pass * N_CLASSES + class``.
-        """
-        n_passes, n_pages = self.classes.shape
-        if n_passes == 0:
-            return np.zeros((0, N_CLASSES), np.int64)
-        keys = self.classes.astype(np.int64)
-        keys += (np.arange(n_passes, dtype=np.int64) * N_CLASSES)[:, None]
-        return np.bincount(keys.ravel(), minlength=n_passes * N_CLASSES).reshape(n_passes, N_CLASSES)
+        """``int64 [n_passes, N_CLASSES]``: how many pages of each class each pass has."""
+        return class_counts(self.classes)
 
     def bytes_per_pass(self) -> np.ndarray:
         """``uint64 [n_passes]``: sum of the page records' wire bytes in each pass."""
@@ -284,7 +292,7 @@ class Trace:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> Trace:
-        """Check shapes, dtypes and consistency; raise ``ValueError`` on the first problem.
+        """Check shapes, dtypes and consistency; raise :class:`~ramlab.errors.TraceError` on the first problem.
 
         Returns ``self`` so it can be chained.
 
@@ -293,58 +301,58 @@ class Trace:
         >>> t.validate()
         Traceback (most recent call last):
         ...
-        ValueError: wire_bytes has shape (2, 4), expected (2, 3)
+        ramlab.errors.TraceError: wire_bytes has shape (2, 4), expected (2, 3)
         """
 
         def check(name: str, arr: Any, dtype: Any, shape: tuple[int, ...]) -> None:
             if not isinstance(arr, np.ndarray):
-                raise ValueError(f"{name} must be a numpy array, got {type(arr).__name__}")
+                raise TraceError(f"{name} must be a numpy array, got {type(arr).__name__}")
             if arr.dtype != np.dtype(dtype):
-                raise ValueError(f"{name} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
+                raise TraceError(f"{name} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
             if arr.shape != shape:
-                raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
+                raise TraceError(f"{name} has shape {arr.shape}, expected {shape}")
 
         if not isinstance(self.classes, np.ndarray) or self.classes.ndim != 2:
-            raise ValueError("classes must be a 2-D numpy array [n_passes, n_pages]")
+            raise TraceError("classes must be a 2-D numpy array [n_passes, n_pages]")
         shape = self.classes.shape
         check("classes", self.classes, np.uint8, shape)
         check("wire_bytes", self.wire_bytes, np.uint32, shape)
         if self.dirty is not None:
             check("dirty", self.dirty, np.bool_, shape)
         if shape[1] and shape[0] and int(self.classes.max()) >= N_CLASSES:
-            raise ValueError(f"classes holds code {int(self.classes.max())} >= {N_CLASSES}")
+            raise TraceError(f"classes holds code {int(self.classes.max())} >= {N_CLASSES}")
         if self.target_page_size <= 0:
-            raise ValueError(f"target_page_size must be > 0, got {self.target_page_size}")
+            raise TraceError(f"target_page_size must be > 0, got {self.target_page_size}")
         expect = 0
         for b in self.blocks:
             if not isinstance(b, BlockInfo):
-                raise ValueError(f"blocks must hold BlockInfo, got {type(b).__name__}")
+                raise TraceError(f"blocks must hold BlockInfo, got {type(b).__name__}")
             if b.offset != expect:
-                raise ValueError(f"block {b.name!r} starts at page {b.offset}, expected {expect}")
+                raise TraceError(f"block {b.name!r} starts at page {b.offset}, expected {expect}")
             if b.length < 0 or b.page_size <= 0:
-                raise ValueError(f"block {b.name!r} has bad length/page_size")
+                raise TraceError(f"block {b.name!r} has bad length/page_size")
             expect += b.n_pages(self.target_page_size)
         if expect != shape[1]:
-            raise ValueError(f"blocks cover {expect} pages but classes has {shape[1]}")
+            raise TraceError(f"blocks cover {expect} pages but classes has {shape[1]}")
         for name, arr in self.counters.items():
             a = np.asarray(arr)
             if a.shape != (shape[0],):
-                raise ValueError(f"counter {name!r} has shape {a.shape}, expected ({shape[0]},)")
+                raise TraceError(f"counter {name!r} has shape {a.shape}, expected ({shape[0]},)")
         pk = self.pass_kind
         if len(pk) != shape[0]:
-            raise ValueError(f"pass_kind has {len(pk)} entries, expected {shape[0]}")
+            raise TraceError(f"pass_kind has {len(pk)} entries, expected {shape[0]}")
         if isinstance(pk, np.ndarray) and pk.dtype.kind in "ui":
             if len(pk) and int(pk.max()) >= len(PASS_KINDS):
-                raise ValueError(f"pass_kind code {int(pk.max())} unknown")
+                raise TraceError(f"pass_kind code {int(pk.max())} unknown")
         else:
             bad = sorted({str(k) for k in pk} - set(PASS_KINDS))
             if bad:
-                raise ValueError(f"unknown pass kinds {bad}; expected {PASS_KINDS}")
+                raise TraceError(f"unknown pass kinds {bad}; expected {PASS_KINDS}")
         if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+            raise TraceError(f"source must be one of {SOURCES}, got {self.source!r}")
         for e in self.events:
             if not isinstance(e, dict) or "kind" not in e:
-                raise ValueError(f"event {e!r} must be a dict with a 'kind'")
+                raise TraceError(f"event {e!r} must be a dict with a 'kind'")
         return self
 
     # ------------------------------------------------------------------ persistence

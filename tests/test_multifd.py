@@ -461,7 +461,6 @@ def test_fuzz_real_prefix(edits: list) -> None:
     dec = MultifdChannelDecoder()
     dec.receive_data(bytes(data))
     events, err = _drain(dec)
-    assert err is None or isinstance(err, StreamError)
     if err is not None and err.offset is not None:
         assert all(e.offset < err.offset for e in events)
 

@@ -39,7 +39,7 @@ def small_trace() -> Trace:
 def test_page_class_codes():
     assert [int(c) for c in PageClass] == list(range(10))
     assert N_CLASSES == 10 and CLASS_NAMES[3] == "XBZRLE"
-    assert PASS_KINDS == ("precopy", "bulk", "complete", "postcopy")
+    assert PASS_KINDS == ("precopy", "bulk", "complete", "postcopy", "merged")  # codes saved in .npz: append only
 
 
 def test_shape_and_block_of():

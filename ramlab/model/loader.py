@@ -67,7 +67,7 @@ from ramlab.constants import (
     RAM_SAVE_FLAG_ZERO,
     TARGET_PAGE_SIZE,
 )
-from ramlab.errors import StreamError
+from ramlab.errors import RamlabError, StreamError
 from ramlab.model.destination import Destination
 from ramlab.model.passes import PassTracker
 from ramlab.trace import BlockInfo, PageClass, Trace
@@ -224,25 +224,31 @@ class RamLoader:
 
     # ------------------------------------------------------------------ the block list
     def _mem_size(self, e: ev.RamMemSize) -> None:
-        if self.destination is not None:
-            raise StreamError("a second MEM_SIZE block list", offset=e.offset, section="ram",
-                              expected="one block list per migration", found="another")
+        if self.destination is not None:  # QEMU checks a repeated list against its blocks
+            for b in e.blocks:
+                img = self.destination.blocks.get(b.name)
+                if img is None or img.used_length != b.used_length:
+                    raise StreamError("MEM_SIZE block list differs from the first one", offset=e.offset,
+                                      section="ram", expected="the same blocks and lengths",
+                                      found=f"{b.name!r} of 0x{b.used_length:x} bytes")
+            return
+        infos, off = [], 0
+        for b in e.blocks:
+            infos.append(BlockInfo(b.name, b.used_length, b.page_size or self.page_size, off))
+            off += -(-b.used_length // self.page_size)
         try:
             dst = Destination(e.blocks, self.page_size, self.memmap_dir)
-        except (MemoryError, ValueError) as exc:
+            tracker = PassTracker(tuple(infos), self.page_size, reorder_window=self.reorder_window)
+        except (MemoryError, ValueError, OverflowError, RamlabError) as exc:
             raise StreamError(
                 "cannot hold the RAM images this block list declares", offset=e.offset, section="ram",
                 expected="blocks that fit in memory (or pass memmap_dir for large guests)",
                 found=f"{sum(b.used_length for b in e.blocks):,} bytes in {len(e.blocks)} blocks ({exc})",
             ) from None
-        infos, off = [], 0
-        for i, b in enumerate(e.blocks):
-            infos.append(BlockInfo(b.name, b.used_length, b.page_size or self.page_size, off))
-            self.block_index[b.name] = i
-            off += -(-b.used_length // self.page_size)
+        self.block_index = {b.name: i for i, b in enumerate(e.blocks)}
         self.blocks = e.blocks
         self.destination = dst
-        self.tracker = PassTracker(tuple(infos), self.page_size, reorder_window=self.reorder_window)
+        self.tracker = tracker
         self._requested = self._requested_pages()
         self._trigger("mem_size")
 

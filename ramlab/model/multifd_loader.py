@@ -13,11 +13,10 @@ a page repeats; the split of such an epoch between two passes is approximate.
 QEMU 7.2 sometimes sends the last page of a full packet again in a later packet of the same
 epoch (a sender race); QEMU counts it once, and so does ``records["page"]``.
 
-    >>> from ramlab.model.loader import RamLoader
-    >>> loader = RamLoader()
-    >>> loader.multifd = MultifdLoader(loader, by_flush=False)
-    >>> loader.multifd.channels
-    []
+    >>> import ramlab
+    >>> m = ramlab.open(ramlab.data_path("multifd-zstd"))   # main channel + 2 channels
+    >>> m.records["page"] == m.loader.multifd.pages_applied
+    True
 """
 
 from __future__ import annotations
@@ -54,7 +53,8 @@ class MultifdLoader:
         self.by_flush = by_flush  # epochs end at MULTIFD_FLUSH (QEMU >= 8.1), else at EOS
         self.main: list[list[ev.RamPages | ev.RamXbzrle | ev.RamCompressed]] = [[]]
         self.end_epoch: int | None = None  # the epoch the RAM END section opens (QEMU 7.2)
-        self.channels: list[list[tuple[int, ev.MultifdPacket]]] = []
+        self.pages_applied = 0  # distinct normal pages per epoch, summed (QEMU's "normal" counter)
+        self._by_epoch: dict[int, list[ev.MultifdPacket]] = {}  # every channel's packets, by epoch
 
     def main_pages(self, e: ev.RamPages | ev.RamXbzrle | ev.RamCompressed) -> None:
         self.main[-1].append(e)
@@ -70,16 +70,15 @@ class MultifdLoader:
 
     def add_channel(self, events: list[ev.Event]) -> None:
         """A channel's decoded events: its RAM packets are filed under their epochs."""
-        n, pairs = 0, []
+        n = 0
         for e in events:
             if isinstance(e, ev.MultifdPacket):
-                pairs.append((n, e))
+                self._by_epoch.setdefault(n, []).append(e)
                 n += e.sync
-        self.channels.append(pairs)
 
     def finish(self) -> None:
         """Apply all epochs in order (see the module docstring)."""
-        n_epochs = max([len(self.main)] + [p[-1][0] + 1 for p in self.channels if p])
+        n_epochs = max([len(self.main), *(k + 1 for k in self._by_epoch)])
         first_error: StreamError | None = None
         for k in range(n_epochs):
             err = self._apply_epoch(k)
@@ -107,30 +106,30 @@ class MultifdLoader:
             b_parts.append(ram_run_sizes(e.kind, len(e), tps, first_block=e.block if e.named else None))
         error = None
         normal_g, normal_b = [], []  # multifd normal pages of this epoch (global index, bytes per page)
-        for pairs in self.channels:
-            for epoch, pkt in pairs:
-                if epoch != k or pkt.normal_pages + pkt.zero_pages == 0:
-                    continue
-                bad = self._check(pkt)
-                if bad is not None:
-                    error = error or bad
-                    continue
-                base = tracker.blocks[loader.block_index[pkt.ramblock]].offset
-                if pkt.normal_pages:
-                    dst.apply_page_data(pkt.ramblock, pkt.normal_offsets, pkt.pages)
-                    normal_g.append(pkt.normal_offsets // tps + base)
-                    normal_b.append(np.full(pkt.normal_pages, pkt.payload_len // pkt.normal_pages, np.uint32))
-                if pkt.zero_pages:
-                    dst.apply_zero_offsets(pkt.ramblock, pkt.zero_offsets)
-                    loader.records["zero"] += pkt.zero_pages
-                    g_parts.append(pkt.zero_offsets // tps + base)
-                    c_parts.append(np.full(pkt.zero_pages, PageClass.ZERO, np.uint8))
-                    b_parts.append(np.full(pkt.zero_pages, ZERO_PAGE_ENTRY_SIZE, np.uint32))
+        for pkt in self._by_epoch.get(k, ()):
+            if pkt.normal_pages + pkt.zero_pages == 0:
+                continue
+            bad = self._check(pkt)
+            if bad is not None:
+                error = error or bad
+                continue
+            base = tracker.blocks[loader.block_index[pkt.ramblock]].offset
+            if pkt.normal_pages:
+                dst.apply_page_data(pkt.ramblock, pkt.normal_offsets, pkt.pages)
+                normal_g.append(pkt.normal_offsets // tps + base)
+                normal_b.append(np.full(pkt.normal_pages, pkt.payload_len // pkt.normal_pages, np.uint32))
+            if pkt.zero_pages:
+                dst.apply_zero_offsets(pkt.ramblock, pkt.zero_offsets)
+                loader.records["zero"] += pkt.zero_pages
+                g_parts.append(pkt.zero_offsets // tps + base)
+                c_parts.append(np.full(pkt.zero_pages, PageClass.ZERO, np.uint8))
+                b_parts.append(np.full(pkt.zero_pages, ZERO_PAGE_ENTRY_SIZE, np.uint32))
         if normal_g:
             # a page sent twice in one epoch (7.2's duplicate-page race) is one page, as QEMU counts it
             ng = np.concatenate(normal_g)
             first = np.sort(np.unique(ng, return_index=True)[1])
             loader.records["page"] += len(first)
+            self.pages_applied += len(first)
             g_parts.append(ng[first])
             c_parts.append(np.full(len(first), PageClass.NORMAL, np.uint8))
             b_parts.append(np.concatenate(normal_b)[first])

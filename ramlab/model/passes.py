@@ -8,6 +8,14 @@ a ``reorder_window`` of pages tolerates small backward steps. The RAM END sectio
 stopped, every remaining dirty page goes out) is one 'complete' pass of its own: there the
 caller sets ``split_on_wrap = False``, as the simulator counts it.
 
+Memory: each pass holds 5 bytes per target page (class + record bytes), so a stream whose scan
+wraps after every few records would grow the trace with passes x pages. At most ``max_passes``
+(default :data:`MAX_TRACE_PASSES`) passes are kept apart: after that, further laps are merged into
+the last pass (kind ``"merged"``, a page sent again overwrites its entry) and :attr:`PassTracker.merged`
+is set. Explicitly started passes (the postcopy switch, the completion stage: a handful) are always
+kept apart. So a trace costs at most ``5 * pages * (max_passes + 3)`` bytes, and adding records
+costs time linear in the records.
+
     >>> import numpy as np
     >>> from ramlab.trace import BlockInfo, PageClass
     >>> t = PassTracker((BlockInfo("ram", 8 * 4096, 4096, 0),))
@@ -22,13 +30,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ramlab.trace import BlockInfo, PageClass, Trace
+from ramlab.trace import BlockInfo, PageClass, Trace, class_counts
+
+#: passes a trace keeps apart before merging further laps into its last pass (see the module doc)
+MAX_TRACE_PASSES = 512
 
 
 class PassTracker:
     """Accumulates per-pass page classes and wire bytes on the global page axis."""
 
-    def __init__(self, blocks: tuple[BlockInfo, ...], target_page_size: int = 4096, reorder_window: int = 0):
+    def __init__(self, blocks: tuple[BlockInfo, ...], target_page_size: int = 4096, reorder_window: int = 0,
+                 max_passes: int = MAX_TRACE_PASSES):
         self.blocks = blocks
         self.target_page_size = target_page_size
         self.n_pages = sum(b.n_pages(target_page_size) for b in blocks)
@@ -39,17 +51,24 @@ class PassTracker:
         self.last_pass = np.full(self.n_pages, -1, dtype=np.int32)
         self.last_pos = -1
         self.counters: list[dict[str, int]] = []
-        self.kind_for_new = "bulk"
         self._forced_kind: str | None = None
         self.split_on_wrap = True  # False: only a repeated page starts a pass (completion stage)
+        self.max_passes = max_passes
+        self.merged = False  # laps beyond max_passes were merged into the last pass
 
     @property
     def current(self) -> int:
         return len(self.classes) - 1
 
     def new_pass(self, kind: str | None = None) -> int:
-        """Start a pass (``kind``: 'bulk', 'precopy', 'complete', 'postcopy')."""
+        """Start a pass (``kind``: 'bulk', 'precopy', 'complete', 'postcopy'); a lap found by
+        :meth:`add` (``kind=None``) beyond ``max_passes`` is merged into the last pass instead."""
         if kind is None:
+            if len(self.classes) >= self.max_passes:
+                self.merged = True
+                self.kinds[-1] = "merged"
+                self.last_pos = -1
+                return self.current
             kind = self._forced_kind or ("bulk" if not self.classes else "precopy")
         self.classes.append(np.zeros(self.n_pages, np.uint8))
         self.wire_bytes.append(np.zeros(self.n_pages, np.uint32))
@@ -85,6 +104,9 @@ class PassTracker:
         n = len(g)
         if not self.classes:
             self.new_pass()
+        if self.merged:  # past the cap: no more laps to find
+            self._write(g, cls_arr, nbytes)
+            return
         while start < n:
             cur = self.current
             seg = g[start:]
@@ -110,13 +132,21 @@ class PassTracker:
             stop = int(np.argmax(brk)) if brk.any() else len(seg)
             if stop == 0:
                 self.new_pass()
+                if self.merged:
+                    self._write(seg, cls_arr[start:], nbytes[start:])
+                    return
                 continue
-            part = seg[:stop]
-            self.classes[cur][part] = cls_arr[start : start + stop]
-            self.wire_bytes[cur][part] = nbytes[start : start + stop]
-            self.last_pass[part] = cur
-            self.last_pos = int(part.max()) if self.reorder_window else int(part[-1])
+            self._write(seg[:stop], cls_arr[start : start + stop], nbytes[start : start + stop])
             start += stop
+
+    def _write(self, part: np.ndarray, cls: np.ndarray, nbytes: np.ndarray) -> None:
+        if not len(part):
+            return
+        cur = self.current
+        self.classes[cur][part] = cls
+        self.wire_bytes[cur][part] = nbytes
+        self.last_pass[part] = cur
+        self.last_pos = int(part.max()) if self.reorder_window else int(part[-1])
 
     def add_global(self, g: np.ndarray, cls: np.ndarray, nbytes: np.ndarray) -> None:
         """Record pages given on the global page axis (sorted), block by block."""
@@ -142,16 +172,16 @@ class PassTracker:
         wire = np.stack(self.wire_bytes) if n else np.zeros((0, self.n_pages), np.uint32)
         names = sorted({k for c in self.counters for k in c})
         counters = {k: np.array([c.get(k, 0) for c in self.counters], dtype=np.int64) for k in names}
-        counts = np.zeros((n, len(PageClass)), np.int64)
-        if n:
-            flat = (np.arange(n)[:, None] * len(PageClass) + classes).ravel()
-            counts = np.bincount(flat, minlength=n * len(PageClass)).reshape(n, len(PageClass))
+        counts = class_counts(classes)
         counters.setdefault("duplicate", counts[:, PageClass.ZERO])
         counters.setdefault("normal", counts[:, PageClass.NORMAL] + counts[:, PageClass.REQUESTED]
                             + counts[:, PageClass.POSTCOPY])
         counters.setdefault("xbzrle_pages", counts[:, PageClass.XBZRLE])
         counters.setdefault("compressed", counts[:, PageClass.COMPRESSED])
         counters.setdefault("transferred", wire.sum(axis=1, dtype=np.int64))
+        meta = dict(meta or {})
+        if self.merged:
+            meta["passes_merged_after"] = self.max_passes
         return Trace(
             blocks=self.blocks,
             target_page_size=self.target_page_size,
@@ -161,7 +191,7 @@ class PassTracker:
             counters=counters,
             pass_kind=list(self.kinds),
             source=source,
-            meta=dict(meta or {}),
+            meta=meta,
             events=list(events or []),
             error=error,
         )

@@ -96,7 +96,7 @@ from ramlab.model.postcopy_plan import (
     plan_discards,
     recv_bitmap_to_dirty,
 )
-from ramlab.model.sender import MigrationParams, RamSender, SenderResult, event_size
+from ramlab.model.sender import MigrationParams, RamSender, SenderResult
 from ramlab.model.workloads import Workload, _unique
 from ramlab.trace import PageClass
 from ramlab.wire import events as ev
@@ -108,6 +108,7 @@ from ramlab.wire.commands import (
 )
 from ramlab.wire.encoder import encode_stream, packaged
 from ramlab.wire.events import Pong, RecvBitmap, ReqPages, ResumeAck, ReturnPathEvent, Shut
+from ramlab.wire.fields import event_size
 from ramlab.wire.recv_bitmap import encode_recv_bitmap
 from ramlab.wire.return_path import encode_return_path
 

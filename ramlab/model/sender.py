@@ -94,9 +94,14 @@ from ramlab.model.page_cache import PageCache
 from ramlab.model.workloads import Workload
 from ramlab.trace import PageClass, Trace
 from ramlab.wire import events as ev
+from ramlab.wire.fields import RAM_HEADER_SIZE, cstr8_size, event_size, ram_record_size
 from ramlab.xbzrle import encode_batch
 
 TPS = TARGET_PAGE_SIZE
+_ZERO_SIZE = ram_record_size(RAM_SAVE_FLAG_ZERO, TPS)  # record sizes without a block name
+_PAGE_SIZE = ram_record_size(RAM_SAVE_FLAG_PAGE, TPS)
+_XBZRLE_HEAD = ram_record_size(RAM_SAVE_FLAG_XBZRLE, TPS)  # + the delta
+_COMP_HEAD = ram_record_size(RAM_SAVE_FLAG_COMPRESS_PAGE, TPS)  # + the zlib stream
 SNAPSHOT_BYTES = 64 << 20  # page snapshots kept for XbzrleDeltaView
 XFER_LIMIT_RATIO = 10  # migration.c: rate limit = max-bandwidth / 10 per 100 ms window
 BUFFER_DELAY_S = 0.1
@@ -169,31 +174,6 @@ class SenderResult:
     log: list[dict] = field(default_factory=list)
 
 
-def event_size(e: ev.Event) -> int:
-    """Bytes an event takes in the stream (for the template's non-RAM events)."""
-    if isinstance(e, ev.FileHeader):
-        return 8
-    if isinstance(e, ev.Configuration):
-        return 1 + len(e.body)
-    if isinstance(e, ev.SectionHeader):
-        if e.section_type in (QEMU_VM_SECTION_START, 4):
-            return 1 + 4 + 1 + len(e.idstr.encode("latin-1")) + 8
-        return 5
-    if isinstance(e, ev.SectionFooter):
-        return 5
-    if isinstance(e, ev.DeviceState | ev.OpaqueSection):
-        return len(e.body)
-    if isinstance(e, ev.Command):
-        return 5 + len(e.payload)
-    if isinstance(e, ev.EndOfFile):
-        return 1
-    if isinstance(e, ev.VmDescription):
-        return 5 + len(e.json_bytes)
-    if isinstance(e, ev.PackagedEnd):
-        return 0
-    raise SimulationError(f"cannot place a {type(e).__name__} from the template")
-
-
 class _LazyRows:
     """Rows ``mem[cand]`` gathered only where needed (``rows[idx]`` copies those rows)."""
 
@@ -248,13 +228,13 @@ class _Records:
         named = np.concatenate(self.named)
         rows = np.concatenate(self.rows) if self.rows else np.zeros((0, TPS), np.uint8)
         names = [b.name for b in guest.blocks]
-        extra = np.array([1 + len(n.encode("latin-1")) for n in names], np.int64)
+        extra = np.array([cstr8_size(n) for n in names], np.int64)
         single = (kind == _K_XBZRLE) | (kind == _K_COMP)
         blob_len = np.zeros(kind.size, np.int64)
         if single.any():
             blob_len[single] = [len(b) for b in self.blobs]
-        size = np.where(kind == _K_ZERO, 9, np.where(kind == _K_PAGE, 8 + TPS, 0)).astype(np.int64)
-        size += np.where(kind == _K_XBZRLE, 11 + blob_len, 0) + np.where(kind == _K_COMP, 12 + blob_len, 0)
+        size = np.select([kind == _K_ZERO, kind == _K_PAGE, kind == _K_XBZRLE, kind == _K_COMP],
+                         [_ZERO_SIZE, _PAGE_SIZE, _XBZRLE_HEAD + blob_len, _COMP_HEAD + blob_len]).astype(np.int64)
         size += np.where(named, extra[block], 0)
         offs = pos + np.concatenate(([0], np.cumsum(size)[:-1]))
         n = kind.size
@@ -329,7 +309,7 @@ class RamSender:
         self.block_start = np.array([b.start for b in guest.blocks], np.int64)
         self._body_pos = 0
         self.ratio = np.array([b.page_size // TPS for b in guest.blocks], np.int64)
-        self.name_extra = np.array([1 + len(b.name.encode("latin-1")) for b in guest.blocks], np.int64)
+        self.name_extra = np.array([cstr8_size(b.name) for b in guest.blocks], np.int64)
         # RAMState
         self.bmap = np.ones(n, bool)
         self.unsent = np.ones(n, bool)  # the seed's unsentmap: never processed by the page search
@@ -534,20 +514,22 @@ class RamSender:
 
     def _section(self, stype: int) -> None:
         if stype == QEMU_VM_SECTION_START:
-            self._write(ev.SectionHeader(stype, self.section_id, "ram", 0, 4), 17)
+            header = ev.SectionHeader(stype, self.section_id, "ram", 0, 4)
+            self._write(header, event_size(header))
             ms = self._mem_size_record()
-            self._write(ms, 8 + sum(1 + len(b.name.encode("latin-1")) + 8 + (8 if b.page_size else 0)
-                                    for b in ms.blocks))
+            self._write(ms, event_size(ms))
         else:
-            self._write(ev.SectionHeader(stype, self.section_id, "ram"), 5)
+            header = ev.SectionHeader(stype, self.section_id, "ram")
+            self._write(header, event_size(header))
         self._body_pos = self.pos
 
     def _end_section(self, count_eos: bool) -> None:
         self._flush_records()
-        self._write(ev.RamEos(), 8)
+        self._write(ev.RamEos(), RAM_HEADER_SIZE)
         if count_eos:
-            self.c["transferred"] += 8
-        self._write(ev.SectionFooter(self.section_id), 5)
+            self.c["transferred"] += RAM_HEADER_SIZE
+        footer = ev.SectionFooter(self.section_id)
+        self._write(footer, event_size(footer))
 
     def _setup(self) -> None:
         self._section(QEMU_VM_SECTION_START)
@@ -712,6 +694,24 @@ class RamSender:
         prev[1:] = blocks[:-1]
         return blocks != prev
 
+    def save_pages(self, pages: np.ndarray | list[int], *, last_stage: bool = False) -> dict[str, Any]:
+        """Dirty ``pages`` (global page indices) and send them in a pass of their own, in scan order,
+        each through ``ram_save_target_page``'s chain (zero page, XBZRLE hit / miss / overflow /
+        unchanged, compressed, normal page). Returns the pass record: ``classes`` and ``wire``
+        (bytes of each page's record) on the global page axis, and ``kind``.
+
+        This is the seam to check the sender's per-page decisions without running a migration.
+        """
+        cand = np.unique(np.asarray(pages, dtype=np.int64))
+        if cand.size and (cand[0] < 0 or cand[-1] >= self.n):
+            raise SimulationError(f"pages must lie in 0..{self.n - 1}")
+        self.migration_dirty_pages += int((~self.bmap[cand]).sum())
+        self.bmap[cand] = True
+        self._new_pass = True
+        while (left := cand[self.bmap[cand]]).size:  # a chunk stops before a repeated cache slot
+            self._save_chunk(left, last_stage)
+        return self._passes[-1]
+
     def _save_chunk(self, cand: np.ndarray, last_stage: bool) -> None:
         """Zero / XBZRLE / PAGE decisions for dirty pages ``cand`` (in search order), vectorised."""
         use_xbzrle = self.p.xbzrle and not self.ram_bulk_stage and not self.in_postcopy
@@ -739,7 +739,7 @@ class RamSender:
             data = _LazyRows(self.guest.mem, cand)
             zero = data.zero()
         cls = np.where(zero, PageClass.ZERO, PageClass.NORMAL).astype(np.uint8)
-        nbytes = np.where(zero, 9, 8 + TPS).astype(np.int64)
+        nbytes = np.where(zero, _ZERO_SIZE, _PAGE_SIZE).astype(np.int64)
         blobs: list[bytes] = []
         if use_xbzrle:
             hit = ~zero & (cache.addr[slot] == addr)
@@ -753,7 +753,7 @@ class RamSender:
                 xb = hit_i[ret > 0]
                 cls[xb] = PageClass.XBZRLE
                 nbytes[hit_i[ret == 0]] = 0
-                nbytes[xb] = 8 + 3 + ret[ret > 0]
+                nbytes[xb] = _XBZRLE_HEAD + ret[ret > 0]
         sent = cls != PageClass.XBZRLE_UNCHANGED
         bidx = self.block_of[cand]
         sent_i = np.flatnonzero(sent)
@@ -851,7 +851,7 @@ class RamSender:
             return
         b, p, blob = self.comp_pending
         self.comp_pending = None
-        n = 8 + 4 + len(blob)
+        n = _COMP_HEAD + len(blob)
         self.c["transferred"] += n
         self._account(n)
         if self.emit:
@@ -884,7 +884,7 @@ class RamSender:
             named = b != self.last_sent_block
             extra = int(self.name_extra[b]) if named else 0
             if not page.view(np.uint64).any():
-                n = 9 + extra
+                n = _ZERO_SIZE + extra
                 c["duplicate"] += 1
                 cls = PageClass.ZERO
                 if self.emit:
@@ -900,10 +900,10 @@ class RamSender:
                 c["compressed_size"] += len(blob)
                 cls = PageClass.COMPRESSED
                 d["classes"][g] = cls
-                d["wire"][g] = 12 + len(blob)
+                d["wire"][g] = _COMP_HEAD + len(blob)
                 n = 0
             else:
-                n = 8 + TPS + extra
+                n = _PAGE_SIZE + extra
                 c["normal"] += 1
                 c["normal_bytes"] += TPS
                 cls = PageClass.NORMAL

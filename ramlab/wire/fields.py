@@ -27,6 +27,8 @@ COMPRESS_PAGE             be32 length, the zlib stream
     (9, 4111)
     >>> ram_record_size(RAM_SAVE_FLAG_XBZRLE, 4096, payload_len=4)
     15
+
+:func:`event_size` gives the bytes of any event of the savevm stream.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ from __future__ import annotations
 import numpy as np
 
 from ramlab.constants import (
+    QEMU_VM_SECTION_FULL,
+    QEMU_VM_SECTION_START,
     RAM_SAVE_FLAG_COMPRESS_PAGE,
     RAM_SAVE_FLAG_PAGE,
     RAM_SAVE_FLAG_XBZRLE,
     RAM_SAVE_FLAG_ZERO,
 )
 from ramlab.errors import RamlabError
+from ramlab.wire import events as ev
 
 __all__ = [
     "encode_name",
@@ -49,6 +54,7 @@ __all__ = [
     "RAM_HEADER_SIZE",
     "ram_record_size",
     "ram_run_sizes",
+    "event_size",
 ]
 
 #: the be64 word (page offset | flags) that starts every RAM record
@@ -114,3 +120,41 @@ def ram_run_sizes(kind: int, n: int, page_size: int, *, first_block: str | None 
     if n and first_block is not None:
         sizes[0] += cstr8_size(first_block)
     return sizes
+
+
+_MAPPED_RAM_HEADER = 28  # be32 version, be64 page_size, be64 bitmap_offset, be64 pages_offset
+
+
+def event_size(e: ev.Event, page_size: int = 4096) -> int:
+    """Bytes the savevm-stream event ``e`` takes on the wire (what the encoder writes for it).
+
+    >>> event_size(ev.SectionHeader(1, 2, "ram", 0, 4)), event_size(ev.SectionFooter(2)), event_size(ev.RamEos())
+    (17, 5, 8)
+    """
+    if isinstance(e, ev.RamPages):
+        return int(ram_run_sizes(e.kind, len(e), page_size, first_block=e.block if e.named else None).sum())
+    if isinstance(e, ev.RamXbzrle | ev.RamCompressed):
+        kind = RAM_SAVE_FLAG_XBZRLE if isinstance(e, ev.RamXbzrle) else RAM_SAVE_FLAG_COMPRESS_PAGE
+        return ram_record_size(kind, page_size, block=e.block if e.named else None, payload_len=len(e.data))
+    if isinstance(e, ev.RamMemSize):
+        return RAM_HEADER_SIZE + sum(
+            cstr8_size(b.name) + 8 + (8 if b.page_size is not None else 0) + (8 if b.mr_addr is not None else 0)
+            + (_MAPPED_RAM_HEADER if b.mapped_ram is not None else 0) for b in e.blocks)
+    if isinstance(e, ev.SectionHeader):
+        named = e.section_type in (QEMU_VM_SECTION_START, QEMU_VM_SECTION_FULL)
+        return 1 + 4 + (cstr8_size(e.idstr) + 8 if named else 0)
+    fixed = {ev.FileHeader: 8, ev.SectionFooter: 5, ev.EndOfFile: 1, ev.PackagedEnd: 0,
+             ev.RamEos: RAM_HEADER_SIZE, ev.RamMultifdFlush: RAM_HEADER_SIZE}
+    if type(e) in fixed:
+        return fixed[type(e)]
+    if isinstance(e, ev.Configuration):
+        return 1 + len(e.body)
+    if isinstance(e, ev.DeviceState | ev.OpaqueSection):
+        return len(e.body)
+    if isinstance(e, ev.Command):
+        return 5 + len(e.payload)
+    if isinstance(e, ev.VmDescription):
+        return 5 + len(e.json_bytes)
+    if isinstance(e, ev.MappedRamArea):
+        return e.end - e.offset
+    raise RamlabError(f"not an event of the savevm stream: {type(e).__name__}")

@@ -63,6 +63,8 @@ import numpy as np
 import zstandard
 
 from ramlab.constants import (
+    MULTIFD_FLAG_COMPRESSION_MASK_72,
+    MULTIFD_FLAG_COMPRESSION_MASK_90,
     MULTIFD_FLAG_DEVICE_STATE,
     MULTIFD_FLAG_NOCOMP,
     MULTIFD_FLAG_SYNC,
@@ -109,8 +111,6 @@ ZSTD_FEED_CHUNK = 512
 MULTIFD_FLAG_QPL = 4 << 1  # QEMU >= 9.1
 MULTIFD_FLAG_UADK = 8 << 1  # QEMU >= 9.1
 MULTIFD_FLAG_QATZIP = 16 << 1  # QEMU >= 9.2
-_COMPRESSION_MASK_72 = 7 << 1
-_COMPRESSION_MASK_90 = 0x1F << 1
 
 _METHOD_FLAGS: dict[str, int] = {
     "none": MULTIFD_FLAG_NOCOMP,
@@ -292,7 +292,7 @@ class MultifdChannelDecoder(Decoder):
         self.max_device_state_size = max_device_state_size
         self._zero_pages_field = layout not in ("7.2", "3.0")
         self._device_state = layout in ("auto", "10.0")
-        self._mask = _COMPRESSION_MASK_72 if layout == "7.2" else _COMPRESSION_MASK_90
+        self._mask = MULTIFD_FLAG_COMPRESSION_MASK_72 if layout == "7.2" else MULTIFD_FLAG_COMPRESSION_MASK_90
         self._inflater: _Inflater | None = None
         self._state = _State.HANDSHAKE if expect_handshake else _State.PACKET
         self.packets = 0  # RAM packets decoded
