@@ -16,7 +16,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from _shared import DATA, guest_ram, outside_vga, read_zst
+from _shared import DATA, decode_all, guest_ram, outside_vga, read_zst
 
 import ramlab
 from ramlab.cli import main
@@ -125,6 +125,25 @@ def test_no_configuration_subsections_and_vmdesc_without_configuration(folder):
     assert not any(isinstance(e, ev.Command) and e.name == "SWITCHOVER_START" for e in m.events)
     if folder != POSTCOPY:  # a postcopy stream carries no vmdesc
         assert "configuration" not in m.vmdesc
+
+
+def test_postcopy_decodes_chunk_by_chunk_as_it_crossed_the_proxy():
+    """Fed the forward stream in the chunks the recording proxy saw, the decoder gives the same events."""
+    lines = [json.loads(x) for x in read_zst(POSTCOPY / "chunks.jsonl.zst").decode().splitlines()]
+    sizes = [c["len"] for c in lines if c["dir"] == "fwd" and c["conn"] == 0]
+    data = main_stream(POSTCOPY)
+    assert sum(sizes) == len(data) and len(sizes) > 10
+    events, err = decode_all(data, sizes)
+    assert err is None and events == decode(data)
+
+
+@pytest.mark.parametrize("folder", [XBZRLE, MULTIFD], ids=lambda p: p.name)
+def test_random_chunks_decode_like_the_whole(folder):
+    data = main_stream(folder)
+    rng = np.random.default_rng(52)
+    sizes = rng.choice([1, 7, 8, 4096, 4104, 65536], size=len(data) // 2000).tolist()
+    events, err = decode_all(data, sizes)
+    assert err is None and events == decode(data)
 
 
 # ---------------------------------------------------------------- XBZRLE
