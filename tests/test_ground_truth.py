@@ -22,7 +22,7 @@ from ramlab.wire.encoder import encode_stream
 
 
 def capture_dirs() -> list[Path]:
-    roots = [CAPTURES, CAPTURES_Q10, DATA, DATA / "q10"]
+    roots = [CAPTURES, CAPTURES_Q10, DATA, DATA / "q10", DATA / "q52"]
     found = []
     for root in roots:
         if root.is_dir():
