@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from pathlib import Path
 
 from ramlab.errors import RamlabError
@@ -22,7 +23,8 @@ MAX_DECOMPRESSED = 64 << 30
 def read_stream(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> bytes | memoryview:
     """Return the bytes of a stream: ``bytes`` as given, a file via mmap, ``.zst`` decompressed.
 
-    Zstandard input is recognised by its magic number, whatever the file name.
+    Zstandard input is recognised by its magic number, whatever the file name. Pipes and other
+    non-regular files (``<(zstd -dc s.zst)``, ``/dev/stdin``) are read to their end.
     """
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source) if isinstance(source, bytearray) else source
@@ -31,7 +33,12 @@ def read_stream(source: str | os.PathLike[str] | bytes | bytearray | memoryview)
         return data
     path = Path(source)
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        size = st.st_size
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            # a pipe, /dev/stdin, a character device: no size to map, read it to its end
+            with path.open("rb") as fh:
+                return read_stream(fh.read())
         with path.open("rb") as fh:
             head = fh.read(4)
             if head == ZSTD_MAGIC:
