@@ -154,12 +154,14 @@ def test_sdist_tests_collect(installed, tmp_path):
 @pytest.mark.slow
 def test_installed_ramlab_works_from_an_empty_folder(installed):
     py, exe, env, work, _ = installed
-    r = _run([str(py), "-c", "import ramlab, sys; print(ramlab.__file__); "
-              "m = ramlab.open(ramlab.data_path('xbzrle')); print(m.error, m.summary()['records'])"],
-             cwd=work, env=env)
-    out = r.stdout.decode()
-    assert r.returncode == 0 and "fresh-venv" in out.splitlines()[0], out  # the installed copy, not the clone
-    assert out.splitlines()[1].startswith("None {'zero': 8009, 'page': 995, 'xbzrle': 515")
+    code = ("import ramlab; from ramlab.data import load_trace; from ramlab.simulate import default_template\n"
+            "print(ramlab.__file__); m = ramlab.open(ramlab.data_path('xbzrle'))\n"
+            "print(m.error, m.summary()['records']); print(load_trace('xbzrle').n_passes); print(default_template())")
+    r = _run([str(py), "-c", code], cwd=work, env=env)
+    lines = r.stdout.decode().splitlines()
+    assert r.returncode == 0 and "fresh-venv" in lines[0], lines  # the installed copy, not the clone
+    assert lines[1].startswith("None {'zero': 8009, 'page': 995, 'xbzrle': 515"), lines
+    assert lines[2] == "5" and "fresh-venv" in lines[3] and lines[3].endswith("ramlab/data/plain"), lines
     r = _run([str(exe), "inspect", "-q"], cwd=work, env=env)
     assert r.returncode == 0 and b"status: complete" in r.stdout and b"pc.ram" in r.stdout
     r = _run([str(exe), "--version"], cwd=work, env=env)
