@@ -90,7 +90,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "status", "words"), CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def _case_id(value):
+    return " ".join(a.replace(PLAIN, "plain.zst") for a in value) if isinstance(value, list) else None
+
+
+@pytest.mark.parametrize(("argv", "status", "words"), CASES, ids=_case_id)
 def test_bad_cli_case(capsys, files, argv, status, words):
     code = main([a.replace("{d}", str(files)) for a in argv])
     out, err = capsys.readouterr()
