@@ -1,7 +1,7 @@
 """Wire constants of QEMU's migration stream, under QEMU's own names.
 
 Values from ``migration/ram.c``, ``migration/savevm.c``, ``migration/multifd.h`` and
-``migration/migration.c``; see ``shared/reference/stream-format.md`` for their history.
+``migration/migration.c``; see ``docs/reference/stream-format.md`` for their history.
 
     >>> hex(RAM_SAVE_FLAG_ZERO | RAM_SAVE_FLAG_CONTINUE)
     '0x22'

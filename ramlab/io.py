@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -52,7 +53,8 @@ def read_stream(source: Source, *, limit: Limit = None) -> bytes | memoryview:
 
     Zstandard input is recognised by its magic number, whatever the file name. ``limit`` bounds
     its decompressed size: a number of bytes, or a function given the first decompressed chunk
-    that returns the bound (so it can read the stream's header first).
+    that returns the bound (so it can read the stream's header first). Pipes and other
+    non-regular files (``<(zstd -dc s.zst)``, ``/dev/stdin``) are read to their end.
     """
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source) if isinstance(source, bytearray) else source
@@ -63,7 +65,12 @@ def read_stream(source: Source, *, limit: Limit = None) -> bytes | memoryview:
         return data
     path = Path(source)
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        size = st.st_size
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            # a pipe, /dev/stdin, a character device: no size to map, read it to its end
+            with path.open("rb") as fh:
+                return read_stream(fh.read(), limit=limit)
         with path.open("rb") as fh:
             head = fh.read(4)
             if head == ZSTD_MAGIC:

@@ -383,8 +383,31 @@ class Migration:
         return XbzrleDeltaView(self.trace, pass_index, page, **kwargs)
 
     def summary(self) -> dict[str, Any]:
-        """The ``ramlab inspect --json`` object."""
+        """The ``ramlab inspect --json`` object: a versioned contract (``schema_version``).
+
+        Its JSON Schema ships as ``ramlab/schemas/inspect.schema.json``; the docs page
+        *JSON output* describes every field. ``per_pass`` has one entry per trace pass: its
+        ``kind``, pages per :class:`~ramlab.trace.PageClass` (lower-case names, ``not_sent`` left
+        out), the bytes of its page records and the per-pass counters under QEMU's names.
+        """
+        from ramlab.trace import PageClass
+
+        t = self.trace
+        counts = t.class_counts()
+        record_bytes = t.bytes_per_pass()
+        kinds = t.pass_kinds
+        per_pass = [
+            {
+                "index": i,
+                "kind": kinds[i],
+                "pages": {c.name.lower(): int(counts[i, c]) for c in PageClass if c != PageClass.NOT_SENT},
+                "record_bytes": int(record_bytes[i]),
+                "counters": {k: int(v[i]) for k, v in t.counters.items()},
+            }
+            for i in range(t.n_passes)
+        ]
         return {
+            "schema_version": 1,  # bump on any incompatible change (ramlab/schemas/inspect.schema.json)
             "name": self.name,
             "stream_bytes": len(self.data),
             "machine_type": self.machine_type,
@@ -395,8 +418,9 @@ class Migration:
             ],
             "records": {k: int(self.records.get(k, 0)) for k in ("zero", "page", "xbzrle", "compressed")}
             | ({"mapped": int(self.records["mapped"])} if self.records.get("mapped") else {}),
-            "passes": int(self.trace.n_passes),
-            "pass_kinds": self.trace.pass_kinds,
+            "passes": int(t.n_passes),
+            "pass_kinds": kinds,
+            "per_pass": per_pass,
             "sections": dict(self.sections),
             "commands": dict(self.commands),
             "devices": len(self.device_sections()),

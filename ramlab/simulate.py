@@ -259,8 +259,8 @@ def simulate(
     capabilities and their parameters. ``dirty_rate`` (bytes/s) and ``workload_params`` go to
     the workload (:func:`ramlab.model.workloads.make_workload`). ``template``: capture folder,
     stream path, bytes or :class:`~ramlab.Migration` giving the block list and device
-    sections (``None``: :func:`default_template`; ``False``: a bare guest with only
-    ``pc.ram`` and no device sections, which QEMU cannot load). ``stream=True`` also builds
+    sections (``None``: :func:`default_template`, an error when there is none; ``False``: a
+    bare guest with only ``pc.ram`` and no device sections, which QEMU cannot load). ``stream=True`` also builds
     the savevm stream. Deterministic for a given ``seed``.
 
     ``max_passes``: the most passes the trace may have (the completion pass included); when
@@ -288,6 +288,10 @@ def simulate(
     ).validate()
     if template is None:
         template = (default_hugepage_template() if hugepages else None) or default_template()
+        if template is None:
+            raise SimulationError(
+                "no template capture: the bundled data/plain is missing (RAMLAB_DATA points elsewhere?); "
+                "pass template=PATH, or template=False for a bare guest (pc.ram only) that QEMU cannot load")
     prologue: list[ev.Event]
     epilogue: list[ev.Event]
     devices: list[ev.Event] = []

@@ -1,7 +1,7 @@
 """XBZRLE encoder/decoder against QEMU's unit-test cases and a pure-Python reference.
 
 The reference functions below are written straight from the pseudocode of
-``shared/reference/algorithms.md`` §6.1 / §6.2, byte by byte, independently of ramlab.
+``docs/reference/algorithms.md`` §6.1 / §6.2, byte by byte, independently of ramlab.
 """
 
 from __future__ import annotations

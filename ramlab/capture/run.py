@@ -476,14 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
     p.add_argument("--ram", default="16M", help="guest RAM (default 16M)")
-    p.add_argument("--machine", choices=["pc", "q35"], default="pc")
+    p.add_argument("--machine", choices=["pc", "q35"], default="pc", help="machine type (default pc)")
     p.add_argument("--xbzrle", action="store_true", help="enable the xbzrle capability")
     p.add_argument("--cache-size", default="4M", help="xbzrle-cache-size (default 4M)")
     p.add_argument("--compress", action="store_true", help="enable the compress capability (zlib)")
-    p.add_argument("--compress-threads", type=int, default=2)
-    p.add_argument("--compress-level", type=int, default=1)
+    p.add_argument("--compress-threads", type=int, default=2, help="compress-threads (default 2)")
+    p.add_argument("--compress-level", type=int, default=1, help="compress-level, zlib 0-9 (default 1)")
     p.add_argument("--multifd", type=int, metavar="N", help="multifd with N channels (unix socket recorder)")
-    p.add_argument("--multifd-compression", choices=["none", "zlib", "zstd"])
+    p.add_argument("--multifd-compression", choices=["none", "zlib", "zstd"], help="multifd-compression")
     p.add_argument("--postcopy", action="store_true", help="postcopy-ram with a live destination via a proxy")
     p.add_argument("--postcopy-after", type=int, default=2, metavar="SYNCS",
                    help="send migrate-start-postcopy after this many dirty syncs (default 2)")
@@ -503,8 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default="", help="free text stored in meta.json")
     p.add_argument("--no-replay", action="store_true", help="skip the replay validation")
     p.add_argument("--keep-raw", action="store_true", help="also keep uncompressed files")
-    p.add_argument("--zstd-level", type=int, default=19)
-    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--zstd-level", type=int, default=19, help="zstd level of the saved files (default 19)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds before giving up (default 120)")
     return p
 
 

@@ -10,7 +10,7 @@
 Every exercise computes its expected answer **when it is checked**, from one of three sources,
 never from a number typed in here:
 
-* a value the reference publishes (``shared/reference/algorithms.md``, ``stream-format.md``):
+* a value the reference publishes (``docs/reference/algorithms.md``, ``stream-format.md``):
   XBZRLE edge cases (§6.1), the record sizes and flag table, ``compressBound``, the page-cache age
   rule, the auto-converge rule, the discard algorithms (transcribed below from §10 pseudocode,
   independently of :mod:`ramlab.model.postcopy_plan`);

@@ -4,7 +4,7 @@ A direct-mapped cache of ``max_num_items`` page copies keyed by the global
 ``ram_addr_t``: ``slot = (addr // page_size) & (max_num_items - 1)``. A slot owned by a
 *different* address is only replaced once it is stale: ``it_age + CACHED_PAGE_LIFETIME
 <= current_age`` (ages are the sender's ``dirty_sync_count``). See
-``shared/reference/algorithms.md`` §6.3 and §7.
+``docs/reference/algorithms.md`` §6.3 and §7.
 
 Storage: one ``[max_num_items, page_size]`` uint8 array (allocated zeroed on the first
 insert; the OS commits its pages only when written) plus ``addr`` / ``age`` int64 arrays

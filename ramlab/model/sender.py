@@ -2,7 +2,7 @@
 framed like QEMU 7.2: it produces the stream (``ramlab.wire`` events) and a
 :class:`~ramlab.trace.Trace`.
 
-What is modelled, under QEMU's names (``shared/reference/algorithms.md`` §1-§9):
+What is modelled, under QEMU's names (``docs/reference/algorithms.md`` §1-§9):
 
 * the migration bitmap ``bmap`` (one bool per target page on the global page axis) and
   ``migration_dirty_pages``; the guest's dirty log, folded in by ``migration_bitmap_sync``

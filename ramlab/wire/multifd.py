@@ -3,7 +3,8 @@
 A multifd channel carries a 64-byte ``MultiFDInit_t`` handshake, then packets: a
 fixed-size ``MultiFDPacket_t`` header (``320 + 8 * page_count`` bytes, whatever the
 number of pages it carries) followed by the page payload (raw, or one never-ending
-zlib / zstd stream per channel). The events are those of :mod:`ramlab.wire.events`.
+zlib / zstd stream per channel). The events are those of :mod:`ramlab.wire.events`;
+the format is ``docs/reference/stream-format.md`` §10.
 
 Layouts (``layout=``):
 

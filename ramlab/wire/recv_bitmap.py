@@ -1,6 +1,7 @@
 """The received-bitmap blob of postcopy recovery (return path, after MIG_RP_MSG_RECV_BITMAP).
 
-Layout (seed ``ramblock_recv_bitmap_send`` / ``ram_dirty_bitmap_reload``)::
+Layout (``docs/reference/stream-format.md`` §9.3; seed ``ramblock_recv_bitmap_send`` /
+``ram_dirty_bitmap_reload``)::
 
     be64 size                      bytes of bitmap that follow
     size bytes                     bitmap as little-endian 64-bit words (bit i = page i)

@@ -2,7 +2,7 @@
 
 The encoding of a page against its previously sent copy is ``(zrun nzrun)+`` where
 ``zrun = uleb(n_equal)`` and ``nzrun = uleb(n_changed) new_bytes[n_changed]``, with no
-trailing zrun (``migration/xbzrle.c``, ``shared/reference/algorithms.md`` §6).
+trailing zrun (``migration/xbzrle.c``, ``docs/reference/algorithms.md`` §6).
 Lengths use QEMU's "small" ULEB128: one byte below 0x80, else two bytes, never more.
 
 The API is one module's (:mod:`ramlab.xbzrle.codec`); two batch decoders sit behind it:

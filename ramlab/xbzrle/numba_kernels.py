@@ -1,7 +1,7 @@
 """Compiled (numba) XBZRLE batch kernels: the ``ramlab[fast]`` backend of :mod:`ramlab.xbzrle`.
 
 The kernels walk each page like QEMU's ``xbzrle_encode_buffer`` / ``xbzrle_decode_buffer``
-(``migration/xbzrle.c``, ``shared/reference/algorithms.md`` §6), run by run, and compare
+(``migration/xbzrle.c``, ``docs/reference/algorithms.md`` §6), run by run, and compare
 8 bytes at a time where the page size allows it:
 
 * zero runs: the first non-zero byte of ``old ^ new`` is ``ctz(word) / 8``;
