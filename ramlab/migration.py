@@ -433,6 +433,7 @@ class Migration:
             "provenance": self.provenance(),
             "complete": self.error is None,
             "error": str(self.error) if self.error else None,
+            "warnings": list(self.warnings),
         }
 
     def provenance(self) -> dict[str, Any]:
