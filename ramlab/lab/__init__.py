@@ -3,7 +3,6 @@ and their checker, fresh inputs for grading, and experiment controls. No answers
 
     >>> from ramlab import lab
     >>> lab.integer("demo", 42)                   # a student's answer of the right form is recorded
-    42
     >>> lab.same_int(43, 42), lab.same_choice("b", "B")
     (False, True)
 

@@ -4,13 +4,13 @@ A lab exercise is three cells: the question (markdown), the student's solution c
 autograded test cell. The visible part of the test cell calls one of these functions:
 
     >>> integer("tour-zero-pages", 3910)            # right form: recorded (shown in a notebook)
-    3910
     >>> choice("tour-bulk", 2, "AB")                # wrong type: a hint, the test cell fails
     Traceback (most recent call last):
     ...
     ramlab.lab.checker.AnswerFormError: [tour-bulk] expected one letter of A, B (a str such as "A"), got the int 2
 
-None of them knows the answer: whether it is *right* is decided by the hidden tests of the
+They return ``None`` on purpose: nbgrader reads a number left as a test cell's result as partial
+credit. None of them knows the answer: whether it is *right* is decided by the hidden tests of the
 teacher's notebook when nbgrader autogrades the submission. In a notebook each call displays
 the recorded answer, with a machine-readable copy under the MIME type :data:`ANSWER_MIME` (the
 repository's tests use it to check that no output above a question already shows its answer).
@@ -61,25 +61,19 @@ def _form(exercise: str, fn: Callable[..., Any], *args: Any) -> Any:
         raise AnswerFormError(f"[{exercise}] {e}") from None
 
 
-def choice(exercise: str, answer: Any, options: str | Sequence[str]) -> str:
+def choice(exercise: str, answer: Any, options: str | Sequence[str]) -> None:
     """A multiple-choice answer: one letter of ``options``."""
     v = _form(exercise, as_choice, answer, options)
     _record(exercise, "choice", v, v)
-    return v
 
 
-def choices(exercise: str, answer: Any, options: str | Sequence[str]) -> frozenset[str]:
-    """A select-all-that-apply answer: a set of letters of ``options``.
-
-    >>> sorted(choices("x", {"a", "B"}, "ABC"))
-    ['A', 'B']
-    """
+def choices(exercise: str, answer: Any, options: str | Sequence[str]) -> None:
+    """A select-all-that-apply answer: a set of letters of ``options``."""
     v = _form(exercise, as_choices, answer, options)
     _record(exercise, "choices", sorted(v), "{" + ", ".join(sorted(v)) + "}")
-    return v
 
 
-def integer(exercise: str, answer: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def integer(exercise: str, answer: Any, *, minimum: int | None = None, maximum: int | None = None) -> None:
     """An exact integer answer (``minimum``/``maximum``: the range a sensible answer lies in,
     checked so that a unit mistake gets a hint; they say nothing about the right value)."""
     v = _form(exercise, as_int, answer)
@@ -88,10 +82,9 @@ def integer(exercise: str, answer: Any, *, minimum: int | None = None, maximum: 
     if maximum is not None and v > maximum:
         raise AnswerFormError(f"[{exercise}] {v} is above {maximum}: check the unit the question asks for")
     _record(exercise, "int", v, f"{v:,}")
-    return v
 
 
-def number(exercise: str, answer: Any, *, minimum: float | None = None, maximum: float | None = None) -> float:
+def number(exercise: str, answer: Any, *, minimum: float | None = None, maximum: float | None = None) -> None:
     """A real-number answer (graded with the tolerance the question states)."""
     v = _form(exercise, as_float, answer)
     if minimum is not None and v < minimum:
@@ -99,28 +92,24 @@ def number(exercise: str, answer: Any, *, minimum: float | None = None, maximum:
     if maximum is not None and v > maximum:
         raise AnswerFormError(f"[{exercise}] {v} is above {maximum}: check the unit the question asks for")
     _record(exercise, "float", v, f"{v:.4g}")
-    return v
 
 
-def byte_string(exercise: str, answer: Any) -> bytes:
+def byte_string(exercise: str, answer: Any) -> None:
     """A bytes answer (``bytes`` or a hex string)."""
     v = _form(exercise, as_bytes, answer)
     _record(exercise, "bytes", v.hex(), v.hex(" ") or "b''")
-    return v
 
 
-def ranges(exercise: str, answer: Any) -> list[tuple[int, int]]:
+def ranges(exercise: str, answer: Any) -> None:
     """A list of ``(start, length)`` pairs."""
     v = _form(exercise, as_ranges, answer)
     _record(exercise, "ranges", [list(r) for r in v], str(v))
-    return v
 
 
-def function(exercise: str, f: Any, n_args: int | None = None) -> Callable[..., Any]:
+def function(exercise: str, f: Any, n_args: int | None = None) -> None:
     """A code-writing answer: ``f`` must be a function (taking ``n_args`` positional arguments).
 
-    >>> function("x", len, 1) is len
-    True
+    >>> function("x", len, 1)
     """
     if not callable(f):
         raise AnswerFormError(f"[{exercise}] expected a function (def ...), got {type(f).__name__}")
@@ -133,4 +122,5 @@ def function(exercise: str, f: Any, n_args: int | None = None) -> Callable[..., 
             raise AnswerFormError(f"[{exercise}] the function must take {n_args} argument(s)") from None
         except ValueError:  # builtins without a signature
             pass
-    return f
+    name = getattr(f, "__name__", type(f).__name__)
+    _record(exercise, "function", name, f"def {name}(...)")

@@ -10,7 +10,6 @@ of the teacher's notebook (``notebooks/source/``), which a student install does 
     >>> bitmap(rng, 16).dtype, bitmap(rng, 16, density=0.0).any()
     (dtype('bool'), np.False_)
     >>> compare(lambda x: x + 1, lambda x: x + 1, [1, 2, 3], name="inc")
-    3
 """
 
 from __future__ import annotations
@@ -103,10 +102,11 @@ def other_traces(*exclude: str):  # type: ignore[no-untyped-def]
 
 def compare(student: Callable[..., Any], reference: Callable[..., Any], cases: Iterable[Any], *, name: str,
             same: Callable[[Any, Any], bool] | None = None, describe: Callable[[Any], str] = repr,
-            star: bool = False) -> int:
+            star: bool = False) -> None:
     """Run ``student`` and ``reference`` on every case; raise ``AssertionError`` on the first case
     where they differ (saying which input, what came out and what was expected: a fresh input,
-    so this gives nothing of the exercise's own answer away). Returns the number of cases.
+    so this gives nothing of the exercise's own answer away). Returns ``None`` (a number left as a
+    test cell's result would be read by nbgrader as partial credit).
 
     ``same(got, expected)`` compares (default: ``np.array_equal`` for arrays, ``==`` otherwise);
     ``star``: each case is a tuple of arguments.
@@ -124,7 +124,8 @@ def compare(student: Callable[..., Any], reference: Callable[..., Any], cases: I
             raise AssertionError(f"{name}: wrong on a fresh input {describe(case)}: "
                                  f"got {_short(got)}, expected {_short(expected)}")
         n += 1
-    return n
+    if n == 0:
+        raise AssertionError(f"{name}: no test case was run")
 
 
 def _equal(a: Any, b: Any) -> bool:
