@@ -120,5 +120,5 @@ import ramlab
 from ramlab import lab
 from ramlab.trace import PageClass, CLASS_NAMES
 from ramlab.widgets import setup
-setup()   # loads BokehJS into the page (inline, no network)
+_ = setup()   # loads BokehJS into the page (inline, no network)
 """
