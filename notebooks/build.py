@@ -68,23 +68,39 @@ def build(out_dir: Path = HERE / "source", only: list[str] | None = None) -> lis
     return paths
 
 
-def stats() -> list[tuple[str, int, int, int]]:
-    """``(lab, exercises, code-writing, points)`` per lab."""
+def stats() -> list[tuple[str, int, int, int, int, int]]:
+    """``(lab, exercises, code-writing, points, words of text to read, lines of solution code)`` per lab."""
+    import re
+
     rows = []
     for name, cells in labs().items():
         ex = exercises_in(cells)
-        rows.append((name, len(ex), sum(e.kind == "code" for e in ex), sum(e.points for e in ex)))
+        words = sum(len(c.source.split()) for c in cells if c.cell_type == "markdown")
+        sol = 0
+        for c in cells:
+            for block in re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", c.source, re.S):
+                sol += sum(1 for line in block.splitlines() if line.strip() and not line.strip().startswith("#"))
+        rows.append((name, len(ex), sum(e.kind == "code" for e in ex), sum(e.points for e in ex), words, sol))
     return rows
+
+
+def planning_minutes(words: int, n: int, n_code: int, solution_lines: int) -> int:
+    """A planning figure derived from a lab's measured load (not a measured student time): 200 words of
+    reading a minute, 4 minutes per predict/explain exercise, 10 minutes per code exercise plus a minute
+    per line of the reference solutions; rounded up to 5 minutes."""
+    m = words / 200 + 4 * (n - n_code) + 10 * n_code + solution_lines
+    return int(-(-m // 5) * 5)
 
 
 if __name__ == "__main__":
     if "--stats" in sys.argv:
-        total = [0, 0, 0]
-        for name, n, c, p in stats():
-            print(f"{name:36} {n:3} exercises, {c:2} code-writing, {n - c:2} other, {p:3} points")
-            total = [total[0] + n, total[1] + c, total[2] + p]
+        total = [0, 0, 0, 0, 0]
+        for name, n, c, p, w, sol in stats():
+            print(f"{name:36} {n:3} exercises, {c:2} code-writing, {n - c:2} other, {p:3} points, "
+                  f"{w:5} words, {sol:3} solution lines, planning ~{planning_minutes(w, n, c, sol)} min")
+            total = [a + b for a, b in zip(total, (n, c, p, w, sol))]
         print(f"{'total':36} {total[0]:3} exercises, {total[1]:2} code-writing, {total[0] - total[1]:2} other, "
-              f"{total[2]:3} points")
+              f"{total[2]:3} points, {total[3]:5} words, {total[4]:3} solution lines")
     else:
         only = [a for a in sys.argv[1:] if not a.startswith("-")] or None
         for p in build(only=only):

@@ -16,7 +16,7 @@ Two layers, both without any answer in them:
     Traceback (most recent call last):
     ...
     ramlab.lab.checker.AnswerFormError: expected one letter of A, B, C, D (a str such as "A"), got 'Unknown'
-    >>> same_int(1589, 1589), same_int(1590, 1589), same_int(True, 1)
+    >>> same_int(42, 42), same_int(43, 42), same_int(True, 1)
     (True, False, False)
 """
 
