@@ -268,6 +268,27 @@ CELLS = [
                      "overflows", "unchanged"], caption="64 MiB cache")
     """),
     md("""
+    Vary it yourself: workload, dirty rate, link, XBZRLE and its cache size (each run takes a second or two).
+    """),
+    code("""
+    import ipywidgets as W
+
+    def run(workload, dirty_rate, bandwidth, xbzrle, cache_mib):
+        r = migrate(workload=workload, xbzrle=xbzrle, cache_mib=cache_mib, dirty_mib=dirty_rate, bw_mib=bandwidth)
+        k = r.counters
+        hits = int(k["xbzrle_pages"] + k["xbzrle_unchanged"] + k["xbzrle_overflow"])
+        display(lab.table([(r.converged, r.trace.n_passes, f"{downtime_ms(r):.0f}", f"{r.time_s:.1f}",
+                            f"{k['transferred'] / MiB:.0f}", hits, int(k["xbzrle_cache_miss"]), int(k["xbzrle_overflow"]))],
+                          ["converged", "passes", "downtime ms", "total s", "MiB sent", "cache hits", "misses", "overflows"]))
+
+    lab.explore(run, auto=False, title="64 MiB guest",
+                workload=W.Dropdown(options=["counters", "hotset", "uniform", "random", "sweep"], value="counters"),
+                dirty_rate=W.IntSlider(value=48, min=1, max=128, description="dirty MiB/s"),
+                bandwidth=W.IntSlider(value=16, min=2, max=128, description="MiB/s"),
+                xbzrle=W.Checkbox(value=True, description="XBZRLE"),
+                cache_mib=W.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64], value=16, description="cache MiB"))
+    """),
+    md("""
     ## 4. The CPU cost
 
     The paper's trade: CPU on the source for bytes on the wire. Here is ramlab's encoder on this machine

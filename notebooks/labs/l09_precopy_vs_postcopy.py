@@ -184,6 +184,28 @@ CELLS = [
     lab.table(rows, ["pre-copy passes before the switch", "switched", "network faults", "pages transferred", "total s"])
     """),
     md("""
+    Vary it yourself: workload, dirty rate, when to switch, and the postcopy bandwidth cap
+    (`max-postcopy-bandwidth`, 0 = the link).
+    """),
+    code("""
+    import ipywidgets as W
+
+    def run(workload, dirty_rate, postcopy, postcopy_after, postcopy_mib):
+        r = migrate(workload, postcopy, dirty_mib=dirty_rate, postcopy_after=postcopy_after,
+                    postcopy_bandwidth=postcopy_mib * MiB)
+        switched = r.postcopy is not None and r.postcopy.switched
+        display(lab.table([(switched, pages_transferred(r.trace), f"{r.time_s:.2f}", f"{downtime_ms(r):.0f}",
+                            int(r.counters["faults"]))],
+                          ["switched to post-copy", "pages transferred", "total s", "downtime ms", "network faults"]))
+
+    lab.explore(run, auto=False, title="64 MiB guest, 32 MiB/s link",
+                workload=W.Dropdown(options=["uniform", "counters", "sweep", "hotset"], value="uniform"),
+                dirty_rate=W.IntSlider(value=24, min=1, max=96, description="dirty MiB/s"),
+                postcopy=W.Checkbox(value=True, description="post-copy"),
+                postcopy_after=W.IntSlider(value=1, min=0, max=8, description="switch after"),
+                postcopy_mib=W.IntSlider(value=0, min=0, max=32, description="pc MiB/s"))
+    """),
+    md("""
     ## 4. Post-copy without background push
 
     The simulator's post-copy always pushes the remaining pages in the background. Without any push (pure
