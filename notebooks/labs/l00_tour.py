@@ -18,7 +18,7 @@ CELLS = [
 
     **You will** open a capture, name its parts (sections, RAM blocks, target pages, passes, page
     classes), check ramlab's decode against QEMU's own counters, and write two small functions over
-    a `Trace`. **Time:** about 30 minutes.
+    a `Trace`. **Time** (planning figure, see TEACHING.md): about 40 minutes.
     """),
     md(HOW_TO),
     code(SETUP),

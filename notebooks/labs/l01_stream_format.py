@@ -26,7 +26,7 @@ CELLS = [
     word, then each block as `cstr8 name, be64 used_length` until the lengths add up.
 
     **You will** read a real stream by hand, write a header-word parser and a small stream walker, and
-    predict what a decoder does with a record that lies about its flags. **Time:** about 45 minutes.
+    predict what a decoder does with a record that lies about its flags. **Time** (planning figure, see TEACHING.md): about 65 minutes.
     """),
     md(HOW_TO),
     code(SETUP),

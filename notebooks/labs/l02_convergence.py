@@ -20,7 +20,7 @@ CELLS = [
 
     **You will** compute the stop threshold, implement the simplest convergence model and QEMU's
     auto-converge rule, predict and then explore (with sliders) when a simulated migration converges, and
-    explain a real capture's parameters. **Time:** about 50 minutes.
+    explain a real capture's parameters. **Time** (planning figure, see TEACHING.md): about 60 minutes.
     """),
     md(HOW_TO),
     code(SETUP),

@@ -59,7 +59,7 @@ CELLS = [
     each field: `d + 2 > dlen` before a zrun and before an nzrun length, `d + n > dlen` before the bytes.
 
     **You will** encode by hand, write an XBZRLE encoder and decoder that match QEMU's, predict the
-    overflow and cache rules, and read real XBZRLE records. **Time:** about 60 minutes.
+    overflow and cache rules, and read real XBZRLE records. **Time** (planning figure, see TEACHING.md): about 80 minutes.
     """),
     md(HOW_TO),
     code(SETUP),

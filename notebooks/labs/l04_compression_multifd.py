@@ -17,7 +17,7 @@ CELLS = [
       per channel), while the main channel keeps the control and the devices.
 
     **You will** bound a compressed page, pick the cheapest encoding of a page, find zero pages the way the
-    migration thread does, and read a real multifd capture. **Time:** about 40 minutes.
+    migration thread does, and read a real multifd capture. **Time** (planning figure, see TEACHING.md): about 50 minutes.
     """),
     md(HOW_TO),
     code(SETUP),

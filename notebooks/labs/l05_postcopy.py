@@ -41,7 +41,7 @@ CELLS = [
 
     **You will** read a real postcopy stream and its return path, compute discard ranges for huge pages as
     QEMU does, turn faults into page requests, and see postcopy recover from a broken connection.
-    **Time:** about 60 minutes.
+    **Time** (planning figure, see TEACHING.md): about 55 minutes.
     """),
     md(HOW_TO),
     code(SETUP),

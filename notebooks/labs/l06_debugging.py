@@ -22,7 +22,7 @@ CELLS = [
 
     We damage the real `plain` stream in several ways (`lab.damaged(kind)`), find each problem, and write
     two small tools a debugger needs. **You will** locate damage by byte offset, predict the error each
-    kind of damage produces, and compare RAM images. **Time:** about 45 minutes.
+    kind of damage produces, and compare RAM images. **Time** (planning figure, see TEACHING.md): about 50 minutes.
     """),
     md(HOW_TO),
     code(SETUP),

@@ -29,7 +29,7 @@ CELLS = [
     flattening, downtime levelling off with more rounds) from its §4 figures. The paper used Xen on a
     gigabit LAN with real workloads; we use QEMU's algorithm in ramlab's simulator with synthetic
     workloads, and real QEMU captures. **You will** measure a WWS curve, watch the diminishing return,
-    predict what bandwidth and rounds do, and find the WWS in a real capture. **Time:** about 60 minutes.
+    predict what bandwidth and rounds do, and find the WWS in a real capture. **Time** (planning figure, see TEACHING.md): about 50 minutes.
     """),
     md(HOW_TO),
     code(SETUP),

@@ -26,7 +26,7 @@ CELLS = [
     workload; we measure the same quantities on QEMU's algorithm (ramlab's simulator, with QEMU's
     direct-mapped page cache and its age rule), and on two real QEMU captures of the same guest, with and
     without XBZRLE. **You will** compute the compression ratio and the cache hit rate of a migration,
-    predict what the cache size and the workload do, and measure the CPU cost. **Time:** about 60 minutes.
+    predict what the cache size and the workload do, and measure the CPU cost. **Time** (planning figure, see TEACHING.md): about 60 minutes.
     """),
     md(HOW_TO),
     code(SETUP),

@@ -27,7 +27,7 @@ CELLS = [
     We compare QEMU's pre-copy and post-copy (ramlab's simulator, whose postcopy sends requested pages first
     and pushes the rest in the background), model post-copy *without* background push ourselves, and look at
     two real QEMU captures of the same guest. **You will** count pages transferred, compute network faults
-    of pure demand paging, and predict the trade-offs. **Time:** about 60 minutes.
+    of pure demand paging, and predict the trade-offs. **Time** (planning figure, see TEACHING.md): about 55 minutes.
     """),
     md(HOW_TO),
     code(SETUP),
