@@ -10,9 +10,10 @@ Compressed input is bounded: it is decompressed chunk by chunk, kept in memory u
 :data:`SPOOL_IN_MEMORY` bytes and beyond that written to an unlinked temporary file that is
 memory-mapped (the page cache holds it, not the heap), and it may expand to at most ``limit``
 bytes (:data:`DEFAULT_MAX_DECOMPRESSED` unless the caller knows better: ``ramlab.open`` allows
-64 times the RAM a stream's block list declares). Past the limit :class:`DecompressionLimit` is
+64 times the RAM a stream's block list declares). Past the limit :class:`InputCut` is
 raised, carrying the bytes that came before it, so a decompression bomb costs at most ``limit``
-bytes of temporary file and the time to inflate them.
+bytes of temporary file and the time to inflate them. Damaged compressed data raises the same
+:class:`InputCut` with what decompressed before the damage.
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 Limit = int | Callable[[bytes], int] | None
 
 
-class DecompressionLimit(RamlabError):
-    """A compressed input expands past its limit; ``data`` holds the bytes before the limit."""
+class InputCut(RamlabError):
+    """A compressed input could be read only in part: it is damaged, or it expands past its limit.
+    ``data`` holds the part before the cut (``len(data)`` bytes: the cut's offset)."""
 
-    def __init__(self, message: str, data: bytes | memoryview, limit: int) -> None:
+    def __init__(self, message: str, data: bytes | memoryview) -> None:
         super().__init__(message)
         self.data = data
-        self.limit = limit
 
 
 def read_stream(source: Source, *, limit: Limit = None) -> bytes | memoryview:
@@ -103,9 +104,8 @@ def _decompress(fh: IO[bytes], name: str, limit: Limit) -> bytes | memoryview:
                 chunk = chunk[: bound - total]
                 _append(parts, spool, chunk)
                 total += len(chunk)
-                raise DecompressionLimit(
-                    f"{name}: decompresses to more than {bound:,} bytes (the limit for this input); "
-                    "decoded up to there", _collect(parts, spool), bound)
+                raise InputCut(f"{name}: decompresses to more than {bound:,} bytes (the limit for this input)",
+                               _collect(parts, spool))
             if spool is None and total + len(chunk) > SPOOL_IN_MEMORY:
                 spool = tempfile.TemporaryFile()
                 for p in parts:
@@ -114,7 +114,8 @@ def _decompress(fh: IO[bytes], name: str, limit: Limit) -> bytes | memoryview:
             _append(parts, spool, chunk)
             total += len(chunk)
     except zstandard.ZstdError as exc:
-        raise RamlabError(f"{name}: damaged zstd data after {total:,} decompressed bytes: {exc}") from exc
+        raise InputCut(f"{name}: damaged zstd data after {total:,} decompressed bytes ({exc})",
+                       _collect(parts, spool)) from None
     except OSError as exc:
         raise RamlabError(f"{name}: cannot spool the decompressed stream: {exc.strerror or exc}") from exc
     return _collect(parts, spool)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ramlab.constants import QEMU_VM_SECTION_START, RAM_SAVE_FLAG_ZERO
 from ramlab.errors import InternalError, RamlabError, StreamError, TruncatedStream
-from ramlab.io import DEFAULT_MAX_DECOMPRESSED, DecompressionLimit, read_stream
+from ramlab.io import DEFAULT_MAX_DECOMPRESSED, InputCut, read_stream
 from ramlab.model.destination import Destination
 from ramlab.model.loader import RamLoader
 from ramlab.model.multifd_loader import MultifdLoader
@@ -100,7 +100,7 @@ class Migration:
         self.name = name or (Path(stream).name if isinstance(stream, str | os.PathLike) else "stream")
         self.error: RamlabError | None = None
         self.warnings: list[str] = []
-        self._limit_error: StreamError | None = None
+        self._cut_error: StreamError | None = None
         self.data = self._read(stream, _stream_limit)
         bound = self._declared_limit()
         self.channel_data = [self._read(c, bound) for c in channels]
@@ -123,8 +123,8 @@ class Migration:
             by_flush = any(isinstance(e, ev.RamMultifdFlush) for e in self.events)
             self.loader.multifd = MultifdLoader(self.loader, by_flush=by_flush)
         self._load()
-        if self._limit_error is not None and (self.error is None or isinstance(self.error, TruncatedStream)):
-            self.error = self._limit_error  # the cut at the limit, not a damaged stream, stopped decoding
+        if self._cut_error is not None and (self.error is None or isinstance(self.error, TruncatedStream)):
+            self.error = self._cut_error  # the input was cut (damaged or past its limit): that stopped decoding
         self.trace = self.loader.to_trace(
             meta={"name": self.name, "machine_type": self.machine_type, "target_page_size": self.page_size},
             error=str(self.error) if self.error else None,
@@ -139,9 +139,9 @@ class Migration:
         """The bytes of an input; a compressed one cut at its limit keeps its prefix (and the error)."""
         try:
             return read_stream(source, limit=limit)
-        except DecompressionLimit as exc:
-            if self._limit_error is None:
-                self._limit_error = StreamError(str(exc), offset=exc.limit)
+        except InputCut as exc:
+            if self._cut_error is None:
+                self._cut_error = StreamError(str(exc), offset=len(exc.data))
             return exc.data
 
     def _declared_limit(self) -> int:

@@ -176,6 +176,7 @@ class Decoder:
                 self._READERS[self._state](self)
             except NeedMore as need:
                 self._pos = start
+                self._out.clear()  # the step is retried whole: what it emitted comes again then
                 self._need_upto = need.upto
                 if not self._eof:
                     return NEED_DATA
@@ -185,6 +186,7 @@ class Decoder:
                 error = self._truncated(need.upto)
             except StreamError as err:
                 self._pos = start
+                self._out.clear()  # a failed step emits nothing
                 error = err
             if error is not None:
                 self.error = error

@@ -109,9 +109,10 @@ MAPPED_RAM_HDR_LEN = 28  # be32 version, be64 page_size, be64 bitmap_offset, be6
 class _MemSizeList:
     """A MEM_SIZE block list being decoded entry by entry (mapped-ram lists span skipped areas)."""
 
-    __slots__ = ("total", "remaining", "entries", "areas", "at")
+    __slots__ = ("total", "remaining", "entries", "areas", "at", "flags")
 
-    def __init__(self, total: int, at: int) -> None:
+    def __init__(self, total: int, at: int, flags: int) -> None:
+        self.flags = flags  # RAM_SAVE_FLAG_MEM_SIZE, possibly with CONTINUE (QEMU ignores it)
         self.total = total
         self.remaining = total
         self.entries: list[ev.RamBlockEntry] = []
@@ -601,11 +602,11 @@ class StreamDecoder(Decoder):
             self._ram_mem_size(word, at)
             return True
         if kind == RAM_SAVE_FLAG_EOS:
-            self._emit(ev.RamEos(offset=self._base + at))
+            self._emit(ev.RamEos(offset=self._base + at, word=word))
             self._state = State.FOOTER
             return True
         if kind == RAM_SAVE_FLAG_MULTIFD_FLUSH:
-            self._emit(ev.RamMultifdFlush(offset=self._base + at))
+            self._emit(ev.RamMultifdFlush(offset=self._base + at, word=word))
             return True
         if flags & RAM_SAVE_FLAG_HOOK:
             raise UnsupportedFeature(
@@ -628,7 +629,7 @@ class StreamDecoder(Decoder):
 
     def _ram_mem_size(self, word: int, at: int) -> None:
         """MEM_SIZE: start the block list; plain lists are decoded here in one step."""
-        self._ms = _MemSizeList(word & ~(self.page_size - 1), self._base + at)
+        self._ms = _MemSizeList(word & ~(self.page_size - 1), self._base + at, word & (self.page_size - 1))
         self._state = State.MEMSIZE
         try:
             self._step_mem_size_entries()
@@ -788,7 +789,7 @@ class StreamDecoder(Decoder):
         assert ms is not None
         for e in ms.entries:
             self.blocks[e.name] = e
-        self._emit(ev.RamMemSize(total=ms.total, blocks=tuple(ms.entries), offset=ms.at))
+        self._emit(ev.RamMemSize(total=ms.total, blocks=tuple(ms.entries), offset=ms.at, raw_flags=ms.flags))
         for area in ms.areas:
             self._emit(area)
         self._ms = None

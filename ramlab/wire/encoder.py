@@ -32,9 +32,7 @@ from ramlab.constants import (
     QEMU_VM_VMDESCRIPTION,
     RAM_SAVE_FLAG_COMPRESS_PAGE,
     RAM_SAVE_FLAG_CONTINUE,
-    RAM_SAVE_FLAG_EOS,
     RAM_SAVE_FLAG_MEM_SIZE,
-    RAM_SAVE_FLAG_MULTIFD_FLUSH,
     RAM_SAVE_FLAG_PAGE,
     RAM_SAVE_FLAG_XBZRLE,
     RAM_SAVE_FLAG_ZERO,
@@ -85,6 +83,7 @@ def mem_size_record(
     total: int | None = None,
     areas: Iterable[ev.MappedRamArea] | None = None,
     source: bytes | memoryview | None = None,
+    flags: int = RAM_SAVE_FLAG_MEM_SIZE,
 ) -> bytes:
     """The MEM_SIZE record: total, then per block name, used length and optional fields.
 
@@ -92,7 +91,7 @@ def mem_size_record(
     ``pages_offset + used_length``: pass the :class:`~ramlab.wire.events.MappedRamArea` events
     that the decoder emitted after the list (their ``region``, or ``source`` = the original stream).
     """
-    return b"".join(_mem_size_chunks(blocks, total, list(areas or ()), source))
+    return b"".join(_mem_size_chunks(blocks, total, list(areas or ()), source, flags))
 
 
 AREA_CHUNK = 16 << 20  # bytes of a mapped-ram area yielded at a time (bounded memory)
@@ -107,11 +106,12 @@ def _mem_size_chunks(
     total: int | None,
     areas: list[ev.MappedRamArea],
     source: bytes | memoryview | None,
+    flags: int = RAM_SAVE_FLAG_MEM_SIZE,
 ) -> Iterator[bytes]:
     blocks = list(blocks)
     if total is None:
         total = sum(b.used_length for b in blocks)
-    out = [_BE64.pack(total | RAM_SAVE_FLAG_MEM_SIZE)]
+    out = [_BE64.pack(total | flags)]
     pending = iter(areas)
     for b in blocks:
         out.append(cstr8(b.name) + _BE64.pack(b.used_length))
@@ -182,14 +182,12 @@ def encode_event(e: ev.Event, page_size: int = TARGET_PAGE_SIZE, section_id: int
         return (word + (cstr8(e.block) if e.named else b"") + struct.pack(">BH", e.xh_flags, len(e.data)) + e.data)
     if isinstance(e, ev.RamCompressed):
         return compressed_record(e.block, e.page_offset, e.named, e.data)
-    if isinstance(e, ev.RamEos):
-        return _BE64.pack(RAM_SAVE_FLAG_EOS)
-    if isinstance(e, ev.RamMultifdFlush):
-        return _BE64.pack(RAM_SAVE_FLAG_MULTIFD_FLUSH)
+    if isinstance(e, ev.RamEos | ev.RamMultifdFlush):
+        return _BE64.pack(e.word)
     if isinstance(e, ev.RamMemSize):
         if any(_has_area(b) for b in e.blocks):
             raise RamlabError("a mapped-ram MEM_SIZE list is encoded with its MappedRamArea events: use encode_events")
-        return mem_size_record(e.blocks, e.total)
+        return mem_size_record(e.blocks, e.total, flags=e.raw_flags)
     if isinstance(e, ev.MappedRamArea):
         raise RamlabError("MappedRamArea events are encoded inside their MEM_SIZE list: use encode_events")
     if isinstance(e, ev.SectionHeader):
@@ -240,7 +238,7 @@ def encode_events(
                 )
             areas.append(e)
             if len(areas) == want:
-                yield from _mem_size_chunks(pending.blocks, pending.total, areas, source)
+                yield from _mem_size_chunks(pending.blocks, pending.total, areas, source, pending.raw_flags)
                 pending, areas = None, []
             continue
         if isinstance(e, ev.RamMemSize):

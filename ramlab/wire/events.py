@@ -30,7 +30,14 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from ramlab.constants import MIG_CMD_NAMES, MULTIFD_FLAG_COMPRESSION_MASK_90, SECTION_TYPE_NAMES
+from ramlab.constants import (
+    MIG_CMD_NAMES,
+    MULTIFD_FLAG_COMPRESSION_MASK_90,
+    RAM_SAVE_FLAG_EOS,
+    RAM_SAVE_FLAG_MEM_SIZE,
+    RAM_SAVE_FLAG_MULTIFD_FLUSH,
+    SECTION_TYPE_NAMES,
+)
 
 #: offset of ``offset[]`` in a multifd RAM packet header (after 64 bytes of fields and the 256-byte name)
 MULTIFD_OFFSETS_AT = 320
@@ -203,7 +210,7 @@ class RamMemSize(Event):
     total: int
     blocks: tuple[RamBlockEntry, ...]
     offset: int = 0
-    raw_flags: int = 0x04
+    raw_flags: int = RAM_SAVE_FLAG_MEM_SIZE  # as sent: QEMU ignores a CONTINUE bit here
 
 
 @event
@@ -254,16 +261,20 @@ class RamCompressed(Event):
 
 @event
 class RamEos(Event):
-    """RAM_SAVE_FLAG_EOS: end of a RAM section body."""
+    """RAM_SAVE_FLAG_EOS: end of a RAM section body. ``word`` is the header word as sent (QEMU
+    ignores its address bits and CONTINUE; kept so the stream re-encodes byte for byte)."""
 
     offset: int = 0
+    word: int = RAM_SAVE_FLAG_EOS
 
 
 @event
 class RamMultifdFlush(Event):
-    """RAM_SAVE_FLAG_MULTIFD_FLUSH (QEMU >= 8.1): all multifd channels sync here."""
+    """RAM_SAVE_FLAG_MULTIFD_FLUSH (QEMU >= 8.1): all multifd channels sync here. ``word`` as in
+    :class:`RamEos`."""
 
     offset: int = 0
+    word: int = RAM_SAVE_FLAG_MULTIFD_FLUSH
 
 
 @event

@@ -149,8 +149,11 @@ class ReturnPathDecoder(Decoder):
         if mtype == MIG_RP_MSG_RECV_BITMAP and mlen < 1:
             raise self._err("RP: RECV_BITMAP missing block name", at + 2, ">= 1", "0")
         avail = len(b) - at
-        if mtype == MIG_RP_MSG_REQ_PAGES_ID and avail >= 4 + 13:
-            self._check_req_id_len(at, mlen, b[at + 16])  # the name length byte tells the length
+        if mtype == MIG_RP_MSG_REQ_PAGES_ID:
+            if mlen < 13:
+                raise self._err("RP: Req_Page_id with bad length", at + 2, ">= 13", str(mlen))
+            if avail >= 4 + 13:
+                self._check_req_id_len(at, mlen, b[at + 16])  # the name length byte tells the length
         if mtype == MIG_RP_MSG_RECV_BITMAP and avail >= 5:
             self._check_recv_name_len(at, mlen, b[at + 4])
         self._need(4 + mlen)
@@ -172,7 +175,7 @@ class ReturnPathDecoder(Decoder):
             start, length = struct.unpack(">QI", payload)
             ev = ReqPages(self.last_block, int(start), int(length), False, offset)
         elif mtype == MIG_RP_MSG_REQ_PAGES_ID:
-            self._check_req_id_len(at, mlen, payload[12] if mlen >= 13 else 0)
+            self._check_req_id_len(at, mlen, payload[12])
             start, length = struct.unpack_from(">QI", payload)
             block = decode_name(payload[13:])
             self.last_block = block
