@@ -9,6 +9,7 @@ feature                                                 bound       why
 machine type ``pc-i440fx-X.Y`` (any ``...-X.Y`` name)   >= X.Y      a QEMU knows no newer machine types
 ``QEMU_VM_COMMAND`` 11 SWITCHOVER_START                 >= 10.0     new command in 10.0
 multifd packets carrying zero pages                     >= 9.0      packet field added in 9.0
+multifd channels opened by the packed 25-byte handshake 2.11..3.0   multifd's first form (the seed's)
 mapped-ram (MEM_SIZE headers, capability in config)     >= 9.0      capability added in 9.0
 vmdesc JSON describes the configuration section         >= 8.2      JSON writer change in 8.2
 RAM_SAVE_FLAG_MULTIFD_FLUSH (0x200)                     >= 8.1      record added in 8.1
@@ -92,6 +93,9 @@ def evidence(migration: Any) -> list[dict[str, Any]]:
     if has_flush:
         out.append(_item("MULTIFD_FLUSH", "RAM_SAVE_FLAG_MULTIFD_FLUSH (0x200) ⇒ QEMU ≥ 8.1", lo="8.1"))
     packets = [p for chan in migration.multifd_packets for p in chan]
+    if any(isinstance(p, ev.MultifdHandshake) and p.seed_layout for p in packets):
+        out.append(_item("seed multifd handshake", "multifd channels open with the packed 25-byte MultiFDInit_t "
+                         "and carry no pages ⇒ QEMU 2.11 .. 3.0", lo="2.11", hi="3.0"))
     if any(getattr(p, "zero_pages", 0) for p in packets):
         out.append(_item("multifd zero pages", "multifd packets carry zero pages ⇒ QEMU ≥ 9.0", lo="9.0"))
     if migration.channel_data and not has_flush and switched and (mtv is None or _parse(mtv) < (8, 1)):

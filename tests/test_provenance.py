@@ -85,3 +85,20 @@ def test_inspect_prints_provenance(capsys):
     assert main(["inspect", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "written by: QEMU 10.0 or newer" in out and "SWITCHOVER_START" in out
+
+
+def test_seed_multifd_handshake_is_shown_and_dates_the_stream():
+    """The seed's multifd (QEMU 2.11-3.0): channels open with the packed 25-byte MultiFDInit_t and
+    carry nothing; the pages travel on the main channel."""
+    from ramlab.wire.events import MultifdHandshake
+    from ramlab.wire.multifd import encode_handshake
+
+    main = ramlab.open(DATA / "plain")
+    m = ramlab.open(bytes(main.data), encode_handshake(channel_id=0, seed=True),
+                    encode_handshake(channel_id=1, seed=True))
+    assert m.error is None
+    assert [[type(e).__name__, e.channel_id, e.seed_layout] for c in m.multifd_packets for e in c
+            if isinstance(e, MultifdHandshake)] == [["MultifdHandshake", 0, True], ["MultifdHandshake", 1, True]]
+    assert (m.ram("pc.ram") == main.ram("pc.ram")).all()
+    item = next(i for i in m.summary()["provenance"]["evidence"] if i["feature"] == "seed multifd handshake")
+    assert (item["min"], item["max"], item["certain"]) == ("2.11", "3.0", True)

@@ -96,7 +96,8 @@ def fuzz(target: str, seconds: int, timeout: int, rss_mb: int, jobs_dir: Path) -
     seconds_run = time.perf_counter() - t0
     log = proc.stdout + proc.stderr
     (jobs_dir / f"{target}.log").write_text(log)
-    runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", log) or re.findall(r"#(\d+)\s+(?:DONE|pulse|NEW|REDUCE)", log)
+    runs = (re.findall(r"stat::number_of_executed_units:\s*(\d+)", log)
+            or re.findall(r"#(\d+)\s+(?:DONE|pulse|NEW|REDUCE)", log))
     crashes = sorted(str(p) for p in jobs_dir.glob(f"crash-{target}-*"))
     return {"target": target, "executions": int(runs[-1]) if runs else 0, "seconds": round(seconds_run, 1),
             "crashes": crashes, "exit": proc.returncode}
