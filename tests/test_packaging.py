@@ -219,7 +219,9 @@ def test_notebooks_copy_out_and_the_first_two_run(installed, tmp_path):
         "    nb = nbformat.read(path, as_version=4)\n"
         "    nbclient.NotebookClient(nb, timeout=300, kernel_name='ramlab-fresh',\n"
         "                            resources={'metadata': {'path': sys.argv[1].rsplit('/', 1)[0]}}).execute()\n"
-        "    errors = [o for c in nb.cells for o in c.get('outputs', []) if o.get('output_type') == 'error']\n"
+        "    # an unanswered exercise's autograded test cell fails (tagged raises-exception); nothing else may\n"
+        "    errors = [o for c in nb.cells if 'raises-exception' not in c.metadata.get('tags', [])\n"
+        "              for o in c.get('outputs', []) if o.get('output_type') == 'error']\n"
         "    assert not errors, (path, errors[:1])\n"
         "    nbformat.write(nb, path.replace('.ipynb', '.executed.ipynb'))\n"
         "    print(path, 'ok')\n")

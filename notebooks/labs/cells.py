@@ -9,7 +9,9 @@ An exercise is three cells:
 3. the autograded test cell (``grade_id = <id>-test``, locked, with points): a visible part that
    checks the answer's form (``lab.integer``, ``lab.choice``...) or runs the student's function
    on a tiny input, then ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` with the key or
-   the reference implementation and the fresh inputs: only the teacher's version has it.
+   the reference implementation and the fresh inputs: only the teacher's version has it. It is
+   tagged ``raises-exception``: until the student answers it fails, and "Run All" (JupyterLab,
+   nbclient, the docs build) goes on past it, so an unfinished lab still runs top to bottom.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def exercise(ex_id: str, *, kind: str, points: int, title: str, question: str, c
     s.metadata["nbgrader"] = _nbgrader(grade_id=ex_id, solution=True)
     t = new_code_cell(_clean(check) + "\n### BEGIN HIDDEN TESTS\n" + _clean(hidden) + "\n### END HIDDEN TESTS")
     t.metadata["nbgrader"] = _nbgrader(grade_id=f"{ex_id}-test", grade=True, locked=True, points=points)
+    t.metadata["tags"] = ["raises-exception"]
     return [q, s, t]
 
 

@@ -19,7 +19,7 @@ grouped into one :class:`RamPages` event holding numpy arrays, so a 500 MB strea
 events.
 
     >>> RamEos(offset=88)
-    RamEos(offset=88)
+    RamEos(offset=88, word=16)
     >>> Pong(1, offset=0) == Pong(1, offset=99)
     False
 """
