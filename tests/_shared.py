@@ -62,3 +62,37 @@ def decode_all(data, chunks=None, **kw):
     except StreamError as err:
         return out, err
     return out, None
+
+
+def decode_checked(make, data: bytes, cuts) -> tuple[list, object]:
+    """Decode ``data`` with a new ``make()`` decoder, fed in pieces cut at ``cuts``, checking the
+    contract of ``ramlab.wire.contract`` on the way: ``END`` only after the input ended,
+    ``NEED_DATA`` only before, and an error that stays raised. Returns ``(events, error or None)``."""
+    from ramlab.errors import StreamError
+    from ramlab.wire.contract import END, NEED_DATA
+
+    dec = make()
+    events: list = []
+    err = None
+    try:
+        prev = 0
+        for c in [*cuts, len(data)]:
+            if c > prev:  # (an empty piece would end the input)
+                dec.receive_data(data[prev:c])
+            prev = c
+            while (e := dec.next_event()) is not NEED_DATA:
+                assert e is not END, "END before the input ended"
+                events.append(e)
+        dec.close()
+        while (e := dec.next_event()) is not END:
+            assert e is not NEED_DATA, "NEED_DATA after the input ended"
+            events.append(e)
+    except StreamError as exc:
+        err = exc
+        try:
+            dec.next_event()
+        except StreamError as again:
+            assert again is exc and dec.error is exc, "the error is not sticky"
+        else:
+            raise AssertionError("the decoder went on after its error") from None
+    return events, err

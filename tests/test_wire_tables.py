@@ -14,10 +14,10 @@ import zlib
 
 import numpy as np
 import pytest
+from _shared import decode_checked
 
 from ramlab.errors import StreamError, TruncatedStream
 from ramlab.wire import events as ev
-from ramlab.wire.contract import END, NEED_DATA
 from ramlab.wire.decoder import StreamDecoder
 from ramlab.wire.multifd import MultifdChannelDecoder
 from ramlab.wire.return_path import ReturnPathDecoder
@@ -28,36 +28,9 @@ def h(text: str) -> bytes:
     return bytes.fromhex(text.replace(" ", ""))
 
 
-def run(make, data: bytes, byte_at_a_time: bool):
-    """Decode ``data``; returns (events, error or None). Checks the contract on the way."""
-    dec = make()
-    out = []
-    err = None
-    try:
-        if byte_at_a_time:
-            for i in range(len(data)):
-                dec.receive_data(data[i : i + 1])
-                while (e := dec.next_event()) is not NEED_DATA:
-                    assert e is not END, "END before the input ended"
-                    out.append(e)
-        else:
-            dec.receive_data(data)
-        dec.close()
-        while (e := dec.next_event()) is not END:
-            assert e is not NEED_DATA, "NEED_DATA after the input ended"
-            out.append(e)
-    except StreamError as exc:
-        err = exc
-        with pytest.raises(type(exc)) as again:  # sticky
-            dec.next_event()
-        assert again.value is exc
-        assert dec.error is exc
-    return out, err
-
-
 def check(make, data, want_events, want_error=None):
     for byte_at_a_time in (False, True):
-        got, err = run(make, data, byte_at_a_time)
+        got, err = decode_checked(make, data, range(1, len(data)) if byte_at_a_time else [])
         assert got == want_events, f"byte_at_a_time={byte_at_a_time}"
         if want_error is None:
             assert err is None, f"unexpected {err!r}"

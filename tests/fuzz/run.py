@@ -74,6 +74,7 @@ def _child(target: str, args: list[str]) -> None:
     import atheris
 
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(HERE.parent))  # tests/, for _shared
     sys.path.insert(0, str(HERE))
     with atheris.instrument_imports(include=["ramlab"]):
         import ramlab  # noqa: F401
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         _child(argv[1], argv[3:])
         return 0
+    sys.path.insert(0, str(HERE.parent))
     sys.path.insert(0, str(HERE))
     from targets import TARGETS
 

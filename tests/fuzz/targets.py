@@ -14,10 +14,10 @@ saved input (``tests/test_fuzz.py`` does that for every file under ``tests/fuzz/
 from __future__ import annotations
 
 import numpy as np
+from _shared import decode_checked
 
 import ramlab
 from ramlab.errors import InternalError, RamlabError, StreamError, XbzrleError
-from ramlab.wire.contract import END, NEED_DATA
 from ramlab.wire.decoder import StreamDecoder
 from ramlab.wire.encoder import encode_events
 from ramlab.wire.multifd import MultifdChannelDecoder
@@ -25,35 +25,6 @@ from ramlab.wire.return_path import ReturnPathDecoder, encode_return_path
 from ramlab.xbzrle import decode_batch
 
 __all__ = ["TARGETS"]
-
-
-def _decode(make, data: bytes, cuts: list[int]) -> tuple[list, StreamError | None]:
-    """Decode ``data`` fed in pieces cut at ``cuts``; check the contract on the way."""
-    dec = make()
-    events: list = []
-    err = None
-    try:
-        prev = 0
-        for c in [*cuts, len(data)]:
-            if c > prev:  # (an empty piece would end the input)
-                dec.receive_data(data[prev:c])
-            prev = c
-            while (e := dec.next_event()) is not NEED_DATA:
-                assert e is not END, "END before the input ended"
-                events.append(e)
-        dec.close()
-        while (e := dec.next_event()) is not END:
-            assert e is not NEED_DATA, "NEED_DATA after the input ended"
-            events.append(e)
-    except StreamError as exc:
-        err = exc
-        try:
-            dec.next_event()
-        except StreamError as again:
-            assert again is exc, "the error is not sticky"
-        else:
-            raise AssertionError("the decoder went on after its error")
-    return events, err
 
 
 def _cuts(data: bytes) -> list[int]:
@@ -66,8 +37,8 @@ def _cuts(data: bytes) -> list[int]:
 
 
 def _same_both_ways(make, data: bytes) -> tuple[list, StreamError | None]:
-    whole, err = _decode(make, data, [])
-    pieces, err2 = _decode(make, data, _cuts(data))
+    whole, err = decode_checked(make, data, [])
+    pieces, err2 = decode_checked(make, data, _cuts(data))
     assert pieces == whole, "chunked decoding differs from whole decoding"
     assert (err is None) == (err2 is None) and (err is None or str(err) == str(err2)), (err, err2)
     return whole, err
