@@ -443,15 +443,18 @@ class Migration:
         return provenance(self)
 
     def extract(self, out_dir: str | os.PathLike[str]) -> list[Path]:
-        """Write each block's final content to ``out_dir/<name with / -> _>.bin``."""
+        """Write each block's final content to ``out_dir/<name with / -> _>.bin``; zero pages are holes."""
         if self.destination is None:
             raise RamlabError("no RAM block list was decoded")
+        from ramlab.sparse import write_sparse
+
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
         for name in self.destination.blocks:
             p = out / (name.replace("/", "_") + ".bin")
-            self.destination.ram(name).tofile(p)
+            write_sparse(p, self.destination.ram(name), page_size=self.destination.target_page_size,
+                         may_be_nonzero=self.destination.blocks[name].written)
             paths.append(p)
         return paths
 
