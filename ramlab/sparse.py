@@ -83,9 +83,17 @@ def nonzero_pages(pages: np.ndarray, candidates: np.ndarray | None = None) -> np
     undecided = idx[~lead]
     found = np.zeros(n, dtype=bool)
     found[idx[lead]] = True
-    for s in range(0, undecided.size, _SCAN_CHUNK_PAGES):
-        part = undecided[s : s + _SCAN_CHUNK_PAGES]
-        found[part[rows[part].any(axis=1)]] = True
+    # The rest page by page, a window at a time: a slice where most of the window is undecided
+    # (no copy), a gather of the undecided rows otherwise.
+    bounds = np.searchsorted(undecided, np.arange(0, n + _SCAN_CHUNK_PAGES, _SCAN_CHUNK_PAGES))
+    for w in range(bounds.size - 1):
+        part = undecided[bounds[w] : bounds[w + 1]]
+        if part.size == 0:
+            continue
+        lo = w * _SCAN_CHUNK_PAGES
+        hi = min(n, lo + _SCAN_CHUNK_PAGES)
+        hit = rows[lo:hi].any(axis=1)[part - lo] if 2 * part.size >= hi - lo else rows[part].any(axis=1)
+        found[part[hit]] = True
     return np.flatnonzero(found)
 
 
