@@ -26,12 +26,11 @@ import numpy as np
 from ramlab.constants import QEMU_VM_SECTION_START, RAM_SAVE_FLAG_ZERO
 from ramlab.errors import InternalError, RamlabError, StreamError, TruncatedStream
 from ramlab.io import DEFAULT_MAX_DECOMPRESSED, InputCut, read_stream
-from ramlab.model.destination import Destination
+from ramlab.model.destination import Destination, Images, block_file_name
 from ramlab.model.loader import RamLoader
 from ramlab.model.multifd_loader import MultifdLoader
 from ramlab.wire import events as ev
 from ramlab.wire.decoder import StreamDecoder
-from ramlab.wire.multifd import MultifdChannelDecoder
 from ramlab.wire.return_path import ReturnPathDecoder
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
@@ -95,6 +94,7 @@ class Migration:
         memmap_dir: str | os.PathLike[str] | None = None,
         page_size: int | None = None,
         name: str | None = None,
+        images: Images | None = None,
         progress: bool = False,
     ) -> None:
         self.name = name or (Path(stream).name if isinstance(stream, str | os.PathLike) else "stream")
@@ -116,7 +116,7 @@ class Migration:
         if self.return_path_data is not None:
             self._decode_return_path()
         self.loader = RamLoader(
-            self.page_size, memmap_dir=memmap_dir, stream=self.data, requests=self.requests,
+            self.page_size, images=images or Images(folder=memmap_dir), stream=self.data, requests=self.requests,
             reorder_window=4096 if any(isinstance(e, ev.RamCompressed) for e in self.events) else 0,
         )
         if self.channel_data:
@@ -187,6 +187,8 @@ class Migration:
         self.requests = [e for e in self.return_path_events if isinstance(e, ev.ReqPages)]
 
     def _decode_channel(self, i: int, data: bytes | memoryview) -> list[ev.Event]:
+        from ramlab.wire.multifd import MultifdChannelDecoder  # (and zstandard: only for multifd)
+
         return self._decode_side(MultifdChannelDecoder(page_size=self.page_size), data, f"multifd channel {i}")
 
     def _decode_side(self, dec: Any, data: bytes | memoryview, section: str | None) -> list[Any]:
@@ -212,6 +214,8 @@ class Migration:
                 loader.load(e)
         except StreamError as err:
             self._fail(err)
+        except RamlabError:  # not the input: where the images were to go (a folder that cannot be written)
+            raise
         except Exception as exc:  # a bug: keep the prefix, say where
             self._fail(_internal(exc, getattr(e, "offset", None), "loading"))
         else:
@@ -443,7 +447,11 @@ class Migration:
         return provenance(self)
 
     def extract(self, out_dir: str | os.PathLike[str]) -> list[Path]:
-        """Write each block's final content to ``out_dir/<name with / -> _>.bin``; zero pages are holes."""
+        """Write each block's final content to ``out_dir/<name with / -> _>.bin``; zero pages are holes.
+
+        Opened with ``images=Images.files(out_dir)``, the images already are those files: nothing
+        is copied, they are just closed.
+        """
         if self.destination is None:
             raise RamlabError("no RAM block list was decoded")
         from ramlab.sparse import write_sparse
@@ -451,10 +459,13 @@ class Migration:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name in self.destination.blocks:
-            p = out / (name.replace("/", "_") + ".bin")
+        for name, img in self.destination.blocks.items():
+            p = out / block_file_name(name)
+            if isinstance(img.pages, np.memmap) and Path(img.pages.filename).resolve() == p.resolve():
+                paths.append(p)  # written in place by the loader (its mapping goes with the Migration)
+                continue
             write_sparse(p, self.destination.ram(name), page_size=self.destination.target_page_size,
-                         may_be_nonzero=self.destination.blocks[name].written)
+                         may_be_nonzero=img.written)
             paths.append(p)
         return paths
 
@@ -501,11 +512,15 @@ def open(  # noqa: A001 - the notebook front door is deliberately ramlab.open
     memmap_dir: str | os.PathLike[str] | None = None,
     page_size: int | None = None,
     progress: bool = False,
+    images: Images | None = None,
 ) -> Migration:
     """Decode a migration: the main stream, then multifd channel files, then the return path.
 
     ``stream`` is a path (plain or ``.zst``) or bytes. Decoding errors do not raise: the
     returned :class:`Migration` holds everything decoded before the damage and ``.error``.
+    ``images`` (:class:`~ramlab.model.destination.Images`) says where the RAM images live: in
+    memory by default, in ``memmap_dir`` for large blocks, straight in their final files, or
+    nowhere (``Images(keep=False)``: everything but ``ram()`` and ``extract()``).
     """
     if isinstance(stream, str | os.PathLike) and Path(stream).is_dir():
         from ramlab.data import capture_files
@@ -513,9 +528,10 @@ def open(  # noqa: A001 - the notebook front door is deliberately ramlab.open
         files, ret = capture_files(stream)
         name = Path(stream).name
         return Migration(files[0], *files[1:], *channels, return_path=return_path or ret,
-                         memmap_dir=memmap_dir, page_size=page_size, progress=progress, name=name)
+                         memmap_dir=memmap_dir, page_size=page_size, progress=progress, name=name,
+                         images=images)
     return Migration(stream, *channels, return_path=return_path, memmap_dir=memmap_dir,
-                     page_size=page_size, progress=progress)
+                     page_size=page_size, progress=progress, images=images)
 
 
 def _progress(total: int, enabled: bool, name: str):  # type: ignore[no-untyped-def]

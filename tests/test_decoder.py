@@ -313,13 +313,12 @@ def test_bad_xbzrle_record_keeps_everything_before_it(which):
 
 
 @needs_shared
-def test_memmap_images_equal_in_memory_images(tmp_path, monkeypatch):
-    import ramlab.model.destination as destination
+def test_memmap_images_equal_in_memory_images(tmp_path):
+    from ramlab.model.destination import Images
 
-    monkeypatch.setattr(destination, "MEMMAP_THRESHOLD", 1 << 20)
     folder = CAPTURES / "precopy-plain"
     a = ramlab.open(folder)
-    b = ramlab.open(folder, memmap_dir=tmp_path)
+    b = ramlab.open(folder, images=Images(folder=tmp_path, min_bytes=1 << 20))
     assert isinstance(b.destination.blocks["pc.ram"].pages, np.memmap)
     assert (tmp_path / "pc.ram.ramlab-image").stat().st_size == 64 << 20
     assert np.array_equal(a.ram("pc.ram"), b.ram("pc.ram"))

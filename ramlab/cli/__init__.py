@@ -49,7 +49,8 @@ def _source(arg: str):  # type: ignore[no-untyped-def]
     return stdin_bytes() if arg == STDIN else arg
 
 
-def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _open(args: argparse.Namespace, images=None):  # type: ignore[no-untyped-def]
+    """``ramlab.open`` on the command's inputs; ``images``: where the RAM images go (default: memory)."""
     from ramlab.migration import open as open_migration
 
     streams = args.streams or [_default_stream()]
@@ -61,6 +62,7 @@ def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         sources[0], *sources[1:], return_path=_source(return_path) if return_path else None,
         memmap_dir=getattr(args, "memmap_dir", None),
         progress=not getattr(args, "quiet", False) and sys.stderr.isatty(),
+        images=images,
     )
     if streams[0] == STDIN:
         m.name = "<stdin>"
@@ -81,7 +83,9 @@ def _report_error(m) -> int:  # type: ignore[no-untyped-def]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    m = _open(args)
+    from ramlab.model.destination import Images
+
+    m = _open(args, images=Images(keep=False))  # a summary needs no RAM images: none are built
     s = m.summary()
     if args.json:
         print(json.dumps(s, indent=2))
@@ -120,8 +124,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from ramlab.model.destination import Images
+
     check_output_dir(args.output, args.force)
-    m = _open(args)
+    with writing(args.output):
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        m = _open(args, images=Images.files(args.output))  # the loader writes straight into the files
     if m.destination is None:
         print(f"ramlab: error: no RAM block list decoded: {m.error}", file=sys.stderr)
         return EXIT_DAMAGED
@@ -289,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("extract", "write the final content of each RAM block as DIR/<block>.bin", [
         "ramlab extract stream.bin.zst -o ram/",
-        "ramlab extract big.mig -o ram/ --memmap-dir /var/tmp",
+        "ramlab extract big.mig -o ram/        # pages go straight into sparse files: no image in memory",
     ])
     streams(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR",

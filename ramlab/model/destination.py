@@ -1,8 +1,8 @@
 """The destination side: RAM images that RAM records are applied to, as QEMU's loader does.
 
 :class:`Destination` holds one numpy array per RAM block (``[n_pages, page_size]`` uint8,
-zero-filled lazily by the OS, or an ``np.memmap`` in a folder you choose for large guests)
-and QEMU's received bitmap. It applies decoded events exactly as ``ram_load`` does: ZERO
+zero-filled lazily by the OS, or an ``np.memmap`` file: see :class:`Images`) and QEMU's received
+bitmap. It applies decoded events exactly as ``ram_load`` does: ZERO
 fills the page with its fill byte, PAGE copies it, XBZRLE patches the current content,
 COMPRESS_PAGE inflates one zlib stream, postcopy discards drop pages.
 
@@ -31,6 +31,46 @@ from ramlab.wire import events as ev
 MEMMAP_THRESHOLD = 1 << 30
 
 
+def block_file_name(block: str) -> str:
+    """The file a block's image is written to by ``ramlab extract``: ``/`` becomes ``_``.
+
+    >>> block_file_name("0000:00:02.0/vga.vram")
+    '0000:00:02.0_vga.vram.bin'
+    """
+    return block.replace("/", "_") + ".bin"
+
+
+@dataclass(frozen=True)
+class Images:
+    """Where a :class:`Destination` keeps its RAM images.
+
+    * ``Images()``: in memory (lazily zero: untouched pages cost nothing);
+    * ``Images(folder=d)``: blocks of at least ``min_bytes`` (1 GiB) as ``np.memmap`` scratch files in
+      ``d`` (guests larger than memory);
+    * ``Images.files(d)``: every block as its final file ``d/<block>.bin`` (what ``ramlab extract``
+      writes): the loader writes the pages straight into the files, which stay sparse where the
+      guest's pages were never written;
+    * ``Images(keep=False)``: no images at all: records are checked as QEMU checks them and the
+      received bitmaps kept, but no page is stored (``ramlab inspect``).
+    """
+
+    folder: str | os.PathLike[str] | None = None
+    min_bytes: int = MEMMAP_THRESHOLD
+    final_names: bool = False
+    keep: bool = True
+
+    @classmethod
+    def files(cls, folder: str | os.PathLike[str]) -> Images:
+        return cls(folder=folder, min_bytes=0, final_names=True)
+
+    def path(self, block: str) -> Path | None:
+        """The file of ``block``'s image, or ``None`` for an image in memory."""
+        if self.folder is None:
+            return None
+        return Path(self.folder) / (block_file_name(block) if self.final_names
+                                    else block.replace("/", "_") + ".ramlab-image")
+
+
 @dataclass
 class BlockImage:
     """One RAM block at the destination: its pages and QEMU's receivedmap."""
@@ -38,20 +78,20 @@ class BlockImage:
     name: str
     used_length: int
     page_size: int  # host page size of the block (huge pages: 2 MiB)
-    pages: np.ndarray  # [n_pages, target_page_size] uint8
+    pages: np.ndarray | None  # [n_pages, target_page_size] uint8; None: images not kept
     received: np.ndarray  # [n_pages] bool
     written: np.ndarray  # [n_pages] bool: page may hold non-zero bytes
 
     @property
     def n_pages(self) -> int:
-        return self.pages.shape[0]
+        return self.received.shape[0]
 
 
 class Destination:
     """Per-block RAM images and received bitmaps, updated record by record.
 
-    ``memmap_dir``: put blocks of at least ``MEMMAP_THRESHOLD`` bytes in ``np.memmap`` files
-    there (for guests larger than memory). Images start all zero, like fresh guest RAM.
+    ``images`` says where the images live (:class:`Images`; ``memmap_dir`` is the short form of
+    ``Images(folder=memmap_dir)``). Images start all zero, like fresh guest RAM.
     """
 
     def __init__(
@@ -59,33 +99,45 @@ class Destination:
         blocks: list[ev.RamBlockEntry] | tuple[ev.RamBlockEntry, ...],
         target_page_size: int = TARGET_PAGE_SIZE,
         memmap_dir: str | os.PathLike[str] | None = None,
+        *,
+        images: Images | None = None,
     ) -> None:
         self.target_page_size = target_page_size
+        self.images = images or Images(folder=memmap_dir)
         self.blocks: dict[str, BlockImage] = {}
         for entry in blocks:
             n = entry.used_length // target_page_size
-            if memmap_dir is not None and entry.used_length >= MEMMAP_THRESHOLD:
-                path = Path(memmap_dir) / (entry.name.replace("/", "_") + ".ramlab-image")
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    pages = np.memmap(path, dtype=np.uint8, mode="w+", shape=(n, target_page_size))
-                except OSError as exc:
-                    raise RamlabError(f"cannot create the RAM image {path}: {exc}") from exc
-            else:
-                pages = np.zeros((n, target_page_size), dtype=np.uint8)
             self.blocks[entry.name] = BlockImage(
                 entry.name,
                 entry.used_length,
                 entry.page_size or target_page_size,
-                pages,
+                self._image(entry.name, n, entry.used_length),
                 np.zeros(n, dtype=bool),
                 np.zeros(n, dtype=bool),
             )
 
+    def _image(self, name: str, n: int, nbytes: int) -> np.ndarray | None:
+        if not self.images.keep:
+            return None
+        path = self.images.path(name)
+        if path is None or nbytes < self.images.min_bytes:
+            return np.zeros((n, self.target_page_size), dtype=np.uint8)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if n == 0:
+                path.write_bytes(b"")
+                return np.zeros((0, self.target_page_size), dtype=np.uint8)
+            return np.memmap(path, dtype=np.uint8, mode="w+", shape=(n, self.target_page_size))
+        except OSError as exc:
+            raise RamlabError(f"cannot create the RAM image {path}: {exc.strerror or exc}") from exc
+
     # -------------------------------------------------------------- accessors
     def ram(self, name: str) -> np.ndarray:
         """The block's bytes as a flat uint8 array (a view)."""
-        return self.blocks[name].pages.reshape(-1)
+        pages = self.blocks[name].pages
+        if pages is None:
+            raise RamlabError("the RAM images were not kept (Images(keep=False)): open the capture with them")
+        return pages.reshape(-1)
 
     def received(self, name: str) -> np.ndarray:
         """QEMU's receivedmap of the block: one bool per target page."""
@@ -102,7 +154,8 @@ class Destination:
                 return
             img = self.blocks[event.block]
             idx = event.page_offsets // self.target_page_size
-            img.pages[idx] = fill[:, None]
+            if img.pages is not None:
+                img.pages[idx] = fill[:, None]
             img.written[idx] = fill != 0
             img.received[idx] = True
         else:
@@ -118,7 +171,8 @@ class Destination:
         idx = page_offsets // self.target_page_size
         hit = idx[img.written[idx]]
         if len(hit):
-            img.pages[hit] = 0
+            if img.pages is not None:
+                img.pages[hit] = 0
             img.written[hit] = False
         img.received[idx] = True
 
@@ -129,7 +183,8 @@ class Destination:
     @staticmethod
     def _store(img: BlockImage, idx: np.ndarray, data: np.ndarray) -> None:
         """Pages ``idx`` of a block image get ``data`` and count as written and received."""
-        img.pages[idx] = data
+        if img.pages is not None:
+            img.pages[idx] = data
         img.written[idx] = True
         img.received[idx] = True
 
@@ -139,8 +194,9 @@ class Destination:
 
         img = self.blocks[event.block]
         i = event.page_offset // self.target_page_size
+        page = img.pages[i] if img.pages is not None else np.zeros(self.target_page_size, np.uint8)
         try:
-            covered = decode_page(event.data, img.pages[i])
+            covered = decode_page(event.data, page)
         except Exception as exc:  # XbzrleError: re-raise with the stream position
             raise _xbzrle_error(exc, event) from exc
         img.written[i] = True
@@ -159,7 +215,8 @@ class Destination:
 
         img = self.blocks[block]
         idx = np.fromiter((e.page_offset for e in events), np.int64, len(events)) // self.target_page_size
-        before = img.pages[idx]
+        # without images the deltas are still checked, on zero pages
+        before = img.pages[idx] if img.pages is not None else np.zeros((len(idx), self.target_page_size), np.uint8)
         after = before.copy()
         try:
             decode_batch([e.data for e in events], after)
@@ -190,7 +247,8 @@ class Destination:
                 expected="one complete zlib stream inflating to at most one page",
                 found=f"{len(event.data)} bytes for page 0x{event.page_offset:x} of {event.block!r}",
             )
-        img.pages[i, : len(out)] = np.frombuffer(out, dtype=np.uint8)
+        if img.pages is not None:
+            img.pages[i, : len(out)] = np.frombuffer(out, dtype=np.uint8)
         img.written[i] = True
         img.received[i] = True
 
@@ -216,7 +274,9 @@ class Destination:
             )
         tps = self.target_page_size
         idx = np.arange(start // tps, (start + length) // tps)
-        img.pages[idx] = 0
+        dropped = idx[img.written[idx]]  # like madvise(DONTNEED): only pages that hold data change
+        if img.pages is not None and len(dropped):
+            img.pages[dropped] = 0
         img.written[idx] = False
         img.received[idx] = False
         return idx

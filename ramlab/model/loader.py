@@ -67,8 +67,8 @@ from ramlab.constants import (
     RAM_SAVE_FLAG_ZERO,
     TARGET_PAGE_SIZE,
 )
-from ramlab.errors import RamlabError, StreamError
-from ramlab.model.destination import Destination
+from ramlab.errors import StreamError
+from ramlab.model.destination import Destination, Images
 from ramlab.model.passes import PassTracker
 from ramlab.trace import BlockInfo, PageClass, Trace
 from ramlab.wire import events as ev
@@ -110,7 +110,8 @@ class RamLoader:
     """The destination's RAM state, fed main-channel events with :meth:`load`.
 
     Parameters: ``page_size`` (the target page size the decoder used), ``memmap_dir`` (large
-    blocks as ``np.memmap`` files there), ``reorder_window`` (pages of backward step tolerated
+    blocks as ``np.memmap`` files there) or ``images`` (where the RAM images live, or none:
+    :class:`~ramlab.model.destination.Images`), ``reorder_window`` (pages of backward step tolerated
     inside a pass: multi-threaded compression reorders records a little), ``stream`` (the whole
     stream buffer, for mapped-ram areas the decoder did not keep a view of), ``multifd`` (page
     records are handed to a :class:`~ramlab.model.multifd_loader.MultifdLoader` epoch by epoch
@@ -129,13 +130,14 @@ class RamLoader:
         page_size: int = TARGET_PAGE_SIZE,
         *,
         memmap_dir: str | os.PathLike[str] | None = None,
+        images: Images | None = None,
         reorder_window: int = 0,
         stream: bytes | memoryview | None = None,
         multifd: Any = None,
         requests: list[ev.ReqPages] | None = None,
     ) -> None:
         self.page_size = page_size
-        self.memmap_dir = memmap_dir
+        self.images = images or Images(folder=memmap_dir)
         self.reorder_window = reorder_window
         self.stream = stream
         self.multifd = multifd
@@ -237,9 +239,9 @@ class RamLoader:
             infos.append(BlockInfo(b.name, b.used_length, b.page_size or self.page_size, off))
             off += -(-b.used_length // self.page_size)
         try:
-            dst = Destination(e.blocks, self.page_size, self.memmap_dir)
+            dst = Destination(e.blocks, self.page_size, images=self.images)
             tracker = PassTracker(tuple(infos), self.page_size, reorder_window=self.reorder_window)
-        except (MemoryError, ValueError, OverflowError, RamlabError) as exc:
+        except (MemoryError, ValueError, OverflowError) as exc:
             raise StreamError(
                 "cannot hold the RAM images this block list declares", offset=e.offset, section="ram",
                 expected="blocks that fit in memory (or pass memmap_dir for large guests)",
@@ -321,13 +323,14 @@ class RamLoader:
         elif isinstance(e, ev.RamXbzrle):
             self.records["xbzrle"] += 1
             page = e.page_offset // tps
-            img = dst.blocks[e.block].pages[page]
-            before = img.copy() if self._snap_bytes < XBZRLE_SNAPSHOT_LIMIT else None
+            pages2d = dst.blocks[e.block].pages
+            before = pages2d[page].copy() if pages2d is not None else None
             size = ram_record_size(_KIND[type(e)], tps, block=first, payload_len=len(e.data))
             self.tracker.add(bi, np.array([page]), PageClass.XBZRLE, np.array([size], np.uint32))
             dst.apply_xbzrle(e)
             if before is not None:
-                self._snapshot(np.array([page + self.tracker.blocks[bi].offset]), before[None], img[None].copy())
+                g = np.array([page + self.tracker.blocks[bi].offset])
+                self._snapshot(g, before[None], pages2d[page][None].copy())
         else:
             self.records["compressed"] += 1
             page = e.page_offset // tps
@@ -357,7 +360,7 @@ class RamLoader:
         self._snapshot(pages + self.tracker.blocks[bi].offset, before, after)
 
     def _snapshot(self, g: np.ndarray, before: np.ndarray, after: np.ndarray) -> None:
-        if self._snap_bytes >= XBZRLE_SNAPSHOT_LIMIT:
+        if self._snap_bytes >= XBZRLE_SNAPSHOT_LIMIT or not self.images.keep:
             return
         passes = self.tracker.last_pass[g]
         for i in range(len(g)):

@@ -78,7 +78,7 @@ def apply_mapped_ram_area(
     if not len(idx):
         return idx
     pages = area_pages(area, stream)
-    for i in range(0, len(idx), CHUNK_PAGES):
+    for i in range(0, len(idx) if img.pages is not None else 0, CHUNK_PAGES):
         sel = idx[i : i + CHUNK_PAGES]
         img.pages[sel] = pages[sel]
     img.written[idx] = True
