@@ -362,5 +362,6 @@ def test_decode_into_read_only_pages_raises(backend_name):
     pages = old.copy()
     pages.flags.writeable = False
     xbzrle.set_backend(backend_name)
-    with pytest.raises(ValueError, match="read-only"):
+    with pytest.raises(XbzrleError, match="pages2d is read-only"):
         xbzrle.decode_batch(batch, pages)
+    assert np.array_equal(pages, old)

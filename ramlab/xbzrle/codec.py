@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from ramlab import checks
 from ramlab.errors import XbzrleError
 from ramlab.xbzrle import walk
 
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 ULEB128_SMALL_MAX = 0x3FFF  # uleb128_encode_small asserts n <= 0x3fff
+#: largest page of :func:`decode_batch` (its backends index a chunk's pages with 32-bit integers);
+#: QEMU's target pages are 4 KiB (64 KiB on a few targets)
+MAX_BATCH_PAGE_SIZE = 1 << 24
 
 _CHUNK_BYTES = 2 << 20  # page bytes per encode chunk: keeps temporaries cache-sized
 
@@ -111,8 +115,7 @@ def set_backend(name: Literal["numpy", "numba", "auto"]) -> str:
     The initial choice comes from the environment variable ``RAMLAB_XBZRLE_BACKEND``.
     """
     global _backend_choice
-    if name not in _BACKENDS:
-        raise XbzrleError(f"XBZRLE backend must be one of {_BACKENDS}, got {name!r}")
+    checks.choice(name, "XBZRLE backend", _BACKENDS, XbzrleError)
     if name == "numba" and _numba_kernels() is None:  # keep the previous choice
         raise XbzrleError("XBZRLE backend 'numba' needs numba: pip install 'ramlab[fast]'")
     _backend_choice = name
@@ -148,6 +151,7 @@ def uleb128_encode_small(n: int) -> bytes:
     >>> uleb128_encode_small(4095).hex()
     'ff1f'
     """
+    n = checks.integer(n, "ULEB128 length", XbzrleError)
     if not 0 <= n <= ULEB128_SMALL_MAX:
         raise XbzrleError(f"ULEB128 length {n} outside 0..0x3fff (QEMU asserts)")
     return bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7])
@@ -163,11 +167,28 @@ def uleb128_decode_small(data: BytesLike, pos: int = 0) -> tuple[int, int]:
     (2, 4095)
     >>> uleb128_decode_small(b"\\x80\\x80")
     (-1, 0)
+
+    A first byte with the continuation bit set as the last byte of ``data`` is an
+    :class:`~ramlab.errors.XbzrleError` naming the missing byte's offset (QEMU's callers
+    check that two bytes are left first, see :func:`parse_encoded`).
     """
-    b0 = int(data[pos])
+    src = checks.buffer(data, "data", XbzrleError)
+    pos = checks.integer(pos, "pos", XbzrleError)
+    if not 0 <= pos < src.size:
+        raise XbzrleError(f"ULEB128 position {pos} outside the {src.size}-byte input")
+    return _uleb_at(src, pos)
+
+
+def _uleb_at(src: np.ndarray, pos: int) -> tuple[int, int]:
+    b0 = int(src[pos])
     if b0 < 0x80:
         return 1, b0
-    b1 = int(data[pos + 1])
+    if pos + 1 >= src.size:
+        err = XbzrleError(f"truncated ULEB128 at byte {pos + 1} of the input: expected a second byte "
+                          f"after 0x{b0:02x}, found the end of the input")
+        err.offset = pos + 1  # type: ignore[attr-defined]
+        raise err
+    b1 = int(src[pos + 1])
     if b1 >= 0x80:
         return -1, b0 & 0x7F
     return 2, (b0 & 0x7F) | (b1 << 7)
@@ -177,18 +198,69 @@ def uleb128_decode_small(data: BytesLike, pos: int = 0) -> tuple[int, int]:
 
 
 def _as_u8(x: BytesLike, name: str) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        if x.dtype != np.uint8:
-            raise XbzrleError(f"{name} must be uint8, got {x.dtype}")
-        return x.reshape(-1)
-    return np.frombuffer(x, dtype=np.uint8)
+    return checks.buffer(x, name, XbzrleError)
 
 
 def _as_pages(x: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(x)
-    if a.dtype != np.uint8 or a.ndim != 2:
-        raise XbzrleError(f"{name} must be a 2-D uint8 array [n_pages, page_size], got {a.dtype} {a.shape}")
-    return np.ascontiguousarray(a)
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2:
+        raise XbzrleError(f"{name} must be a 2-D uint8 numpy array [n_pages, page_size], "
+                          f"found {checks.describe(x)}")
+    return np.ascontiguousarray(x)
+
+
+def _as_dlen(dlen: object, default: int) -> int:
+    """The output capacity ``dlen`` (QEMU's ``int``): any integer, None for the page size."""
+    return default if dlen is None else checks.integer(dlen, "dlen", XbzrleError, min=-checks.MAX_INT)
+
+
+def _writable_pages(pages: object, name: str, ndim: int) -> np.ndarray:
+    """Pages decoded in place: a writable uint8 array (``bytearray`` too for one page).
+
+    Read-only input (``bytes``, a read-only view) is refused rather than copied: the decoders
+    write into the caller's memory, and a silent copy would lose the result.
+    """
+    if ndim == 1 and isinstance(pages, bytearray | memoryview):
+        pages = checks.buffer(pages, name, XbzrleError)
+    if not isinstance(pages, np.ndarray) or pages.dtype != np.uint8 or pages.ndim != ndim:
+        what = "a 1-D uint8 array or a bytearray" if ndim == 1 else "a 2-D uint8 numpy array [n_pages, page_size]"
+        raise XbzrleError(f"{name} must be {what}, found {checks.describe(pages)}")
+    if not pages.flags.writeable:
+        raise XbzrleError(f"{name} is read-only: XBZRLE decoding writes the pages in place; "
+                          f"pass a writable array (e.g. a copy)")
+    return pages
+
+
+def _check_batch(ret: object, offsets: object, buffer: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate an :class:`EncodedBatch`'s arrays (O(pages) numpy): int64 ``ret`` and
+    ``offsets``, uint8 ``buffer``. The compiled decoder trusts them, so everything it indexes
+    is checked here: offsets non-decreasing from >= 0 and inside the buffer, one more offset
+    than pages, and each page's bytes ``max(ret[i], 0)``."""
+    buf = checks.buffer(buffer, "EncodedBatch.buffer", XbzrleError)
+    arrays = []
+    for name, value in (("ret", ret), ("offsets", offsets)):
+        try:
+            a = np.asarray(value) if isinstance(value, np.ndarray | list | tuple) else None
+        except (TypeError, ValueError, OverflowError):  # ragged or out-of-range lists
+            a = None
+        if a is None or a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+            raise XbzrleError(f"EncodedBatch.{name} must be a 1-D integer array, found {checks.describe(value)}")
+        if a.dtype == np.uint64 and a.size and int(a.max()) > checks.MAX_INT:
+            raise XbzrleError(f"EncodedBatch.{name} holds {int(a.max())}, beyond int64")
+        arrays.append(a.astype(np.int64, copy=False))
+    r, off = arrays
+    if off.size != r.size + 1:
+        raise XbzrleError(f"inconsistent EncodedBatch: {r.size} pages need {r.size + 1} offsets, found {off.size}")
+    lengths = np.diff(off)
+    if off[0] < 0 or off[-1] > buf.size or (lengths < 0).any():
+        bad = int(np.argmax(lengths < 0)) if (lengths < 0).any() else (0 if off[0] < 0 else r.size)
+        raise XbzrleError(f"inconsistent EncodedBatch: offsets must rise from >= 0 to at most the buffer's "
+                          f"{buf.size} bytes, found offsets[{bad}:{bad + 2}] = {off[bad:bad + 2].tolist()}")
+    wrong = lengths != np.maximum(r, 0)
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise XbzrleError(f"inconsistent EncodedBatch: page {i} has ret {int(r[i])} but "
+                          f"{int(lengths[i])} encoded bytes")
+    return r, off, buf
 
 
 # --- run structure -------------------------------------------------------------------
@@ -239,17 +311,28 @@ class EncodedBatch:
     offsets: np.ndarray
     buffer: np.ndarray
 
+    def __post_init__(self) -> None:
+        for name, value in zip(("ret", "offsets", "buffer"), _check_batch(self.ret, self.offsets, self.buffer)):
+            object.__setattr__(self, name, value)
+
     def __len__(self) -> int:
         return int(self.ret.size)
 
     def __getitem__(self, i: int) -> bytes | None:
-        r = int(self.ret[i])
-        if r < 0:
+        n = len(self)
+        k = checks.integer(i, "EncodedBatch index", XbzrleError)
+        k += n if k < 0 else 0
+        if not 0 <= k < n:
+            raise XbzrleError(f"EncodedBatch index {i} outside 0..{n - 1}")
+        if int(self.ret[k]) < 0:
             return None
-        return self.buffer[self.offsets[i] : self.offsets[i + 1]].tobytes()
+        return self.buffer[self.offsets[k] : self.offsets[k + 1]].tobytes()
+
+    def __iter__(self):  # noqa: ANN204 - a generator of bytes | None
+        return (self[i] for i in range(len(self)))
 
     def tolist(self) -> list[bytes | None]:
-        return [self[i] for i in range(len(self))]
+        return list(self)
 
 
 def encode_page(old: BytesLike, new: BytesLike, dlen: int | None = None) -> bytes | None:
@@ -283,7 +366,7 @@ def encode_batch(old2d: np.ndarray, new2d: np.ndarray, dlen: int | None = None) 
     if old2d.shape != new2d.shape:
         raise XbzrleError(f"old2d and new2d differ in shape ({old2d.shape} != {new2d.shape})")
     n_pages, page_size = old2d.shape
-    dlen = page_size if dlen is None else int(dlen)
+    dlen = _as_dlen(dlen, page_size)
     if backend() == "numba":
         return EncodedBatch(*_numba_kernels().encode_pages(old2d, new2d, dlen))
     chunk = max(1, _CHUNK_BYTES // max(page_size, 1))
@@ -455,7 +538,7 @@ def overflow_check(old: BytesLike, new: BytesLike, dlen: int | None = None) -> O
     OverflowCheck(check='A', run=1, d=3, need=5, dlen=4)
     """
     o, n = _as_u8(old, "old"), _as_u8(new, "new")
-    dlen = n.size if dlen is None else int(dlen)
+    dlen = _as_dlen(dlen, n.size)
     changed = [r for r in runs(o, n) if r.kind == "changed"]
     if not changed:
         return OverflowCheck("A", 0, 0, 2, dlen) if 2 > dlen and n.size else None
@@ -509,13 +592,14 @@ def parse_encoded(encoded: BytesLike, dlen: int = 4096) -> list[Token]:
     [('zrun', 0, 2, 4095), ('nzrun', 2, 1, 1), ('data', 3, 1, 1)]
     """
     src = _as_u8(encoded, "encoded")
+    dlen = checks.integer(dlen, "dlen", XbzrleError, min=-checks.MAX_INT)
     slen = src.size
     tokens: list[Token] = []
     i = d = 0
     while i < slen:
         if slen - i < 2:
             raise _decode_error(E_SHORT_ZRUN, i)
-        r, count = uleb128_decode_small(src, i)
+        r, count = _uleb_at(src, i)
         if r < 0:
             raise _decode_error(E_ULEB_ZRUN, i + 1)
         if i > 0 and count == 0:
@@ -527,7 +611,7 @@ def parse_encoded(encoded: BytesLike, dlen: int = 4096) -> list[Token]:
         d += count
         if slen - i < 2:
             raise _decode_error(E_SHORT_NZRUN, i)
-        r, count = uleb128_decode_small(src, i)
+        r, count = _uleb_at(src, i)
         if r < 0:
             raise _decode_error(E_ULEB_NZRUN, i + 1)
         if count == 0:
@@ -557,9 +641,7 @@ def decode_page(encoded: BytesLike, page: np.ndarray | bytearray) -> int:
     >>> decode_page(bytes.fromhex("0202aabb"), page), page.hex()
     (4, '0000aabb00000000')
     """
-    dst = page if isinstance(page, np.ndarray) else np.frombuffer(page, dtype=np.uint8)
-    if dst.dtype != np.uint8 or dst.ndim != 1:
-        raise XbzrleError(f"page must be a 1-D uint8 array or bytearray, got {dst.dtype} {dst.shape}")
+    dst = _writable_pages(page, "page", 1)
     src = _as_u8(encoded, "encoded")
     d = 0
     for t in parse_encoded(src, dlen=dst.size):
@@ -592,18 +674,22 @@ def decode_batch(
     >>> decode_batch([b"", bytes.fromhex("0101ff")], pages).tolist(), pages[1].tolist()
     ([0, 2], [0, 255, 0, 0, 0, 0, 0, 0])
     """
-    if errors not in ("raise", "report"):
-        raise XbzrleError(f"errors must be 'raise' or 'report', got {errors!r}")
-    if not isinstance(pages2d, np.ndarray) or pages2d.dtype != np.uint8 or pages2d.ndim != 2:
-        raise XbzrleError("pages2d must be a writable 2-D uint8 numpy array")
-    if isinstance(encoded, EncodedBatch):
-        buf, offsets = encoded.buffer, encoded.offsets
+    checks.choice(errors, "errors", ("raise", "report"), XbzrleError)
+    pages2d = _writable_pages(pages2d, "pages2d", 2)
+    n_pages, page_size = pages2d.shape
+    if page_size > MAX_BATCH_PAGE_SIZE:
+        raise XbzrleError(f"pages2d has pages of {page_size} bytes, more than decode_batch's "
+                          f"{MAX_BATCH_PAGE_SIZE} (use decode_page)")
+    if isinstance(encoded, EncodedBatch):  # re-checked: its arrays may have been changed since
+        _, offsets, buf = _check_batch(encoded.ret, encoded.offsets, encoded.buffer)
     else:
-        arrays = [_as_u8(e, "encoded") for e in encoded]
+        if isinstance(encoded, str | bytes | bytearray | memoryview) or not isinstance(encoded, Sequence | np.ndarray):
+            raise XbzrleError(f"encoded must be an EncodedBatch or a sequence of bytes-like pages, "
+                              f"found {checks.describe(encoded)}")
+        arrays = [_as_u8(e, f"encoded[{i}]") for i, e in enumerate(encoded)]
         offsets = np.zeros(len(arrays) + 1, np.int64)
         np.cumsum(np.fromiter((a.size for a in arrays), np.int64, len(arrays)), out=offsets[1:])
         buf = np.concatenate(arrays) if arrays else np.zeros(0, np.uint8)
-    n_pages, page_size = pages2d.shape
     if offsets.size - 1 != n_pages:
         raise XbzrleError(f"{offsets.size - 1} encoded pages for {n_pages} pages")
     if backend() == "numba":

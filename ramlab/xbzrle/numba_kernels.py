@@ -355,10 +355,13 @@ def decode_pages(
     are not. With ``report`` invalid pages get -1 and are left untouched while the valid
     ones are applied. ``pages2d`` may be
     any writable 2-D uint8 array (strided views included); a read-only one raises
-    ``ValueError`` like numpy's assignment does.
+    :class:`~ramlab.errors.XbzrleError`. The arrays must already be validated
+    (:class:`ramlab.xbzrle.EncodedBatch` does it): the kernel does not check bounds.
     """
-    if not pages2d.flags.writeable:
-        raise ValueError("assignment destination is read-only")
+    if not pages2d.flags.writeable:  # the codec refuses these first; kept as a last guard
+        from ramlab.errors import XbzrleError
+
+        raise XbzrleError("pages2d is read-only: XBZRLE decoding writes the pages in place")
     n_pages = pages2d.shape[0]
     counts = np.zeros(n_pages, np.int64)
     if n_pages == 0:

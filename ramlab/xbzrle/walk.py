@@ -256,8 +256,10 @@ def decode_pages(buf: np.ndarray, offsets: np.ndarray, pages2d: np.ndarray, repo
     (as QEMU's loader would have, page after page), it and the later ones are not. With
     ``report`` every valid page is applied and the invalid ones are left untouched.
     """
-    if not pages2d.flags.writeable:
-        raise ValueError("assignment destination is read-only")
+    if not pages2d.flags.writeable:  # the codec refuses these first; kept as a last guard
+        from ramlab.errors import XbzrleError
+
+        raise XbzrleError("pages2d is read-only: XBZRLE decoding writes the pages in place")
     n_pages, dlen = pages2d.shape
     counts = np.zeros(n_pages, np.int64)
     flat = pages2d.reshape(-1) if pages2d.flags.c_contiguous else None
