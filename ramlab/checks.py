@@ -195,7 +195,8 @@ def bits(value: object, name: str, error: type[RamlabError] = RamlabError) -> np
     """A 1-D bitmap: a bool array, or an integer array of only 0 and 1 (lists of those too).
 
     Returns a bool array (the input itself when it is already a 1-D bool array; else a new one).
-    Floats (so NaN), ``None``, strings, values other than 0/1 and arrays of another shape are errors.
+    Floats (so NaN), ``None``, strings, values other than 0/1 and arrays of another shape are
+    errors; an empty 1-D input (``[]``) is an empty bitmap whatever its dtype.
 
     >>> bits([0, 1, 1], "dirty").tolist()
     [False, True, True]
@@ -204,7 +205,7 @@ def bits(value: object, name: str, error: type[RamlabError] = RamlabError) -> np
         arr = value if isinstance(value, np.ndarray) else np.asarray(value)
     except (TypeError, ValueError, OverflowError):  # ragged lists, out-of-range ints...
         raise _fail(error, name, "a 1-D array of bools or 0/1 integers", value) from None
-    if arr.ndim != 1 or not (arr.dtype == bool or arr.dtype.kind in "iu"):
+    if arr.ndim != 1 or not (arr.dtype == bool or arr.dtype.kind in "iu" or arr.size == 0):
         raise _fail(error, name, "a 1-D array of bools or 0/1 integers", value)
     if arr.dtype != bool:
         if arr.size and (arr.min() < 0 or arr.max() > 1):

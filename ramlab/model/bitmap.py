@@ -10,18 +10,37 @@ and argument order, e.g. ``find_next_bit(size, start)`` and ``set(start, nr)``.
     >>> bm.set(3, 5); bm.set_bit(130)
     >>> bm.find_next_bit(200, 8), bm.count(), bm.runs()
     (130, 6, (array([  3, 130]), array([5, 1])))
+
+Arguments are checked where QEMU asserts or would index out of bounds: sizes, bit numbers
+and ranges must be integers inside the map (not bools, floats or NaN), search sizes at most
+the map's size, bitmaps combined must have the same size; a violation is a
+:class:`~ramlab.errors.BitmapError`. Sizes are capped at :data:`MAX_BITS` (one byte per bit).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ramlab import checks
 from ramlab.errors import BitmapError
 
-__all__ = ["BITS_PER_LONG", "Bitmap"]
+__all__ = ["BITS_PER_LONG", "MAX_BITS", "Bitmap"]
 
 BITS_PER_LONG = 64
 DUMP_LINE_PAGES = 128  # ram_debug_dump_bitmap's line length
+#: the largest bitmap: 2**36 bits = 256 TiB of RAM in 4 KiB pages (64 GiB of bools, allocated lazily)
+MAX_BITS = 1 << 36
+
+
+def _nbits(value: object, name: str = "nbits") -> int:
+    return checks.integer(value, name, BitmapError, min=0, max=MAX_BITS)
+
+
+def _zeros(nbits: int) -> np.ndarray:
+    try:
+        return np.zeros(nbits, bool)
+    except MemoryError:
+        raise BitmapError(f"cannot allocate a bitmap of {nbits} bits") from None
 
 
 class Bitmap:
@@ -34,16 +53,22 @@ class Bitmap:
     __slots__ = ("bits",)
 
     def __init__(self, nbits: int = 0, bits: np.ndarray | None = None) -> None:
+        nbits = _nbits(nbits)
         if bits is None:
-            if nbits < 0:
-                raise BitmapError(f"negative bitmap size {nbits}")
-            bits = np.zeros(nbits, bool)
+            bits = _zeros(nbits)
+        elif not isinstance(bits, np.ndarray) or bits.dtype != bool or bits.ndim != 1:
+            raise BitmapError(f"bits must be a 1-D bool numpy array (used as the storage), "
+                              f"found {checks.describe(bits)}")
+        elif nbits not in (0, bits.size):
+            raise BitmapError(f"nbits {nbits} differs from the {bits.size} bits given")
+        elif bits.size > MAX_BITS:
+            raise BitmapError(f"bitmap of {bits.size} bits exceeds MAX_BITS ({MAX_BITS})")
         self.bits = bits
 
     @classmethod
     def from_bits(cls, bits) -> Bitmap:
-        """Copy of any 1-D array-like of truth values."""
-        return cls(bits=np.array(bits, dtype=bool).reshape(-1))
+        """Copy of a 1-D array-like of bools or 0/1 integers."""
+        return cls(bits=np.array(checks.bits(bits, "bits", BitmapError), dtype=bool))
 
     @property
     def nbits(self) -> int:
@@ -56,11 +81,14 @@ class Bitmap:
         return Bitmap(bits=self.bits.copy())
 
     def _range(self, start: int, nr: int) -> slice:
+        start = checks.integer(start, "start", BitmapError)
+        nr = checks.integer(nr, "nr", BitmapError)
         if start < 0 or nr < 0 or start + nr > self.nbits:
             raise BitmapError(f"bit range [{start}, {start + nr}) outside bitmap of {self.nbits} bits")
         return slice(start, start + nr)
 
     def _bit(self, nr: int) -> int:
+        nr = checks.integer(nr, "bit number", BitmapError)
         if not 0 <= nr < self.nbits:
             raise BitmapError(f"bit {nr} outside bitmap of {self.nbits} bits")
         return nr
@@ -78,7 +106,8 @@ class Bitmap:
 
     def test_and_clear_bit(self, nr: int) -> bool:
         """Clear bit ``nr`` and return its previous value."""
-        old = bool(self.bits[self._bit(nr)])
+        nr = self._bit(nr)
+        old = bool(self.bits[nr])
         self.bits[nr] = False
         return old
 
@@ -111,6 +140,8 @@ class Bitmap:
         return self._find(size, 0, True)
 
     def _find(self, size: int, start: int, value: bool) -> int:
+        size = checks.integer(size, "size", BitmapError, min=0)
+        start = checks.integer(start, "start", BitmapError, min=0)
         if size > self.nbits:
             raise BitmapError(f"search size {size} exceeds bitmap of {self.nbits} bits")
         if start >= size:
@@ -138,6 +169,8 @@ class Bitmap:
         return Bitmap(bits=self.bits & self._same_size(other).bits)
 
     def _same_size(self, other: Bitmap) -> Bitmap:
+        if not isinstance(other, Bitmap):
+            raise BitmapError(f"expected a Bitmap, found {checks.describe(other)}")
         if other.nbits != self.nbits:
             raise BitmapError(f"bitmap sizes differ ({self.nbits} != {other.nbits})")
         return other
@@ -170,8 +203,20 @@ class Bitmap:
 
     @classmethod
     def from_words(cls, words, nbits: int) -> Bitmap:
-        """Bits ``0 .. nbits-1`` of QEMU words (padding bits beyond ``nbits`` are ignored)."""
-        w = np.asarray(words, dtype=np.uint64).astype("<u8")
+        """Bits ``0 .. nbits-1`` of QEMU words (padding bits beyond ``nbits`` are ignored).
+
+        ``words``: a 1-D array-like of integers in ``0 .. 2**64-1``.
+        """
+        nbits = _nbits(nbits)
+        try:
+            w = words if isinstance(words, np.ndarray) else np.asarray(words)
+        except (TypeError, ValueError, OverflowError):
+            w = None
+        if w is None or w.ndim != 1 or (w.size and w.dtype.kind not in "iu"):
+            raise BitmapError(f"words must be a 1-D array of 64-bit words, found {checks.describe(words)}")
+        if w.size and w.dtype.kind == "i" and w.min() < 0:
+            raise BitmapError(f"words must be unsigned 64-bit values, found {int(w.min())}")
+        w = w.astype("<u8")
         if w.size * BITS_PER_LONG < nbits:
             raise BitmapError(f"{w.size} words hold fewer than {nbits} bits")
         bits = np.unpackbits(w.view(np.uint8), count=nbits, bitorder="little").astype(bool)
@@ -193,7 +238,8 @@ class Bitmap:
         >>> bm.dump_text()[:16], len(bm.dump_text().splitlines())
         ('0x00000080 : .1.', 1)
         """
-        pages = self.nbits if pages is None else pages
+        expected = checks.flag(expected, "expected", BitmapError)
+        pages = self.nbits if pages is None else checks.integer(pages, "pages", BitmapError)
         if not 0 <= pages <= self.nbits:
             raise BitmapError(f"pages {pages} outside bitmap of {self.nbits} bits")
         lines = []

@@ -35,6 +35,7 @@ from typing import Literal
 
 import numpy as np
 
+from ramlab import checks
 from ramlab.constants import RAMBLOCK_RECV_BITMAP_ENDING
 from ramlab.errors import BitmapError, StreamError, TruncatedStream
 
@@ -59,14 +60,9 @@ def recv_bitmap_size(nbits: int, rounding: Rounding = "seed") -> int:
     >>> recv_bitmap_size(65, "seed"), recv_bitmap_size(65, "modern"), recv_bitmap_size(72, "seed")
     (8, 16, 16)
     """
-    if nbits < 0:
-        raise BitmapError(f"negative bitmap size {nbits}")
-    if rounding == "seed":
-        size = nbits // 8
-    elif rounding == "modern":
-        size = -(-nbits // 8)
-    else:
-        raise BitmapError(f"rounding must be 'seed' or 'modern', got {rounding!r}")
+    nbits = checks.integer(nbits, "nbits", BitmapError, min=0)
+    checks.choice(rounding, "rounding", ("seed", "modern"), BitmapError)
+    size = nbits // 8 if rounding == "seed" else -(-nbits // 8)
     return -(-size // 8) * 8
 
 
@@ -122,8 +118,16 @@ def parse_recv_bitmap_blob(
 
 
 def encode_recv_bitmap(bits: np.ndarray, rounding: Rounding = "seed") -> bytes:
-    """The blob ``ramblock_recv_bitmap_send`` writes for the received map ``bits``."""
-    bits = np.asarray(bits, dtype=bool).reshape(-1)
+    """The blob ``ramblock_recv_bitmap_send`` writes for the received map ``bits``.
+
+    ``bits``: one entry per target page, a 1-D bool array or 0/1 integers (anything else --
+    a 2, NaN, None, a 2-D array -- is a :class:`~ramlab.errors.BitmapError`).
+
+    >>> encode_recv_bitmap([1, 0, 1], "modern").hex()
+    '000000000000000805000000000000000123456789abcdef'
+    """
+    checks.choice(rounding, "rounding", ("seed", "modern"), BitmapError)
+    bits = checks.bits(bits, "bits", BitmapError)
     size = recv_bitmap_size(bits.size, rounding)
     body = np.zeros(max(size, -(-bits.size // 8)), np.uint8)
     body[: -(-bits.size // 8)] = np.packbits(bits, bitorder="little")
@@ -141,6 +145,7 @@ def decode_recv_bitmap(data: bytes, nbits: int, rounding: Rounding = "seed") -> 
     >>> decode_recv_bitmap(encode_recv_bitmap(np.ones(3, bool), "modern"), 3, "modern")[1]
     24
     """
+    data = checks.buffer(data, "data", BitmapError)
     local_size = recv_bitmap_size(nbits, rounding)
     got = parse_recv_bitmap_blob(data, expected_size=local_size)
     if isinstance(got, int):
