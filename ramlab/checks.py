@@ -207,7 +207,10 @@ def bits(value: object, name: str, error: type[RamlabError] = RamlabError) -> np
         raise _fail(error, name, "a 1-D array of bools or 0/1 integers", value) from None
     if arr.ndim != 1 or not (arr.dtype == bool or arr.dtype.kind in "iu" or arr.size == 0):
         raise _fail(error, name, "a 1-D array of bools or 0/1 integers", value)
-    if arr.dtype != bool:
+    if arr.dtype == bool:
+        if arr.size and arr.view(np.uint8).max() > 1:  # a bool view of other bytes: make it 0/1
+            arr = arr.view(np.uint8) != 0
+    else:
         if arr.size and (arr.min() < 0 or arr.max() > 1):
             raise error(f"{name} must hold only 0 and 1, found values "
                         f"{arr.min()}..{arr.max()} in an array of {arr.dtype}")

@@ -281,7 +281,7 @@ def test_hand_checked_seed_order():
     assert plan.final_ranges == [(0, 8)]
     assert plan.ranges == [(4, 4), (0, 4), (0, 8)]
     assert [s.name for s in plan.steps] == ["unsent_pass", "dirty_pass", "or", "send_runs"]
-    assert plan.steps[0].fixups == (1,) and plan.steps[1].fixups == (0,)
+    assert plan.steps[0].fixups.tolist() == [1] and plan.steps[1].fixups.tolist() == [0]
     assert plan.ranges_bytes() == [(0x4000, 0x4000), (0, 0x4000), (0, 0x8000)]
 
 
@@ -297,7 +297,7 @@ def test_hand_checked_unsent_hostpage_not_sent_in_dirty_pass():
     u = np.array([1, 1, 0, 0, 0, 0], bool)
     plan = plan_discards(d, u, 2)
     assert plan.ranges == [(4, 2), (0, 2), (4, 2)]
-    assert plan.steps[1].fixups == (0, 2)
+    assert plan.steps[1].fixups.tolist() == [0, 2]
     assert plan.steps[1].sent == ((4, 2),)
     assert plan.dirty.tolist() == [True, True, False, False, True, True]
     assert plan.unsent.tolist() == [True, True, False, False, True, True]
@@ -320,7 +320,7 @@ def test_hand_checked_modern():
     d[[1, 8, 9, 10, 11, 15]] = True
     plan = plan_discards(d, None, 4, algorithm="modern")
     assert plan.ranges == [(0, 4), (8, 8)]
-    assert plan.steps[0].name == "canonicalise" and plan.steps[0].fixups == (0, 3)
+    assert plan.steps[0].name == "canonicalise" and plan.steps[0].fixups.tolist() == [0, 3]
 
 
 def test_hugepages_capture_shape():

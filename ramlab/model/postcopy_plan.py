@@ -14,7 +14,7 @@ steps and a decoder can check a real capture.
     >>> dirty = np.zeros(8, bool); dirty[3] = True          # one target page re-dirtied
     >>> unsent = np.zeros(8, bool)                          # everything sent once
     >>> plan_discards(dirty, unsent, host_ratio=4).ranges   # host pages of 4 target pages
-    [(0, 4), (0, 4)]
+    Ranges([(0, 4), (0, 4)])
 
 The seed discards host page 0 twice: once from the chunking pass (it was sent, then
 partly re-dirtied) and once as a run of the final map (see :func:`plan_discards`).
@@ -23,19 +23,22 @@ partly re-dirtied) and once as a run of the final map (see :func:`plan_discards`
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from ramlab import checks
 from ramlab.constants import MAX_DISCARDS_PER_COMMAND, TARGET_PAGE_SIZE
 from ramlab.errors import PostcopyError
+from ramlab.model.bitmap import run_pairs
 from ramlab.wire.recv_bitmap import decode_recv_bitmap, encode_recv_bitmap, recv_bitmap_size
 
 __all__ = [
     "DiscardPlan",
     "PlanStep",
+    "Ranges",
     "plan_discards",
     "bitmap_runs",
     "discard_batches",
@@ -50,45 +53,156 @@ __all__ = [
 Range = tuple[int, int]
 
 
-# ----------------------------------------------------------------------------------
-# helpers
-# ----------------------------------------------------------------------------------
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    """A read-only copy, so frozen plan objects stay frozen."""
-    out = np.array(a, dtype=bool, copy=True)
-    out.flags.writeable = False
-    return out
-
-
 def _as_bitmap(a: object, name: str) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.ndim != 1:
-        raise PostcopyError(f"{name} must be a 1-D bitmap (one entry per target page), got shape {arr.shape}")
-    if arr.dtype != bool:
-        if arr.size and not np.isin(arr, (0, 1)).all():
-            raise PostcopyError(f"{name} must be boolean (0/1)")
-        arr = arr.astype(bool)
-    return arr
+    return checks.bits(a, name, PostcopyError)
 
 
-def bitmap_runs(bits: np.ndarray) -> list[Range]:
+#: the largest host page ratio accepted: 2**30 target pages (4 TiB host pages of 4 KiB target
+#: pages; QEMU's largest host pages are 16 GiB)
+MAX_HOST_RATIO = 1 << 30
+
+
+# ----------------------------------------------------------------------------------
+# discard ranges, held as numpy arrays
+# ----------------------------------------------------------------------------------
+
+
+class Ranges:
+    """Discard ranges ``(start, length)`` in target pages, held as one ``[n, 2]`` int64 array.
+
+    Why not a list of tuples: a plan over tens of millions of pages can have millions of
+    ranges, and a Python tuple per range costs ~100 bytes; here a range costs 16. It behaves
+    like the list it replaces: ``len``, iteration and indexing give ``(start, length)`` tuples
+    of Python ints, slicing gives ``Ranges``, ``==`` compares with another ``Ranges`` or with
+    any sequence of pairs, ``+`` concatenates, ``np.asarray(r)`` is the ``[n, 2]`` array.
+    :attr:`start` and :attr:`length` are its columns (read-only views).
+
+        >>> r = Ranges.from_pairs([(0, 4), (8, 2)])
+        >>> r, len(r), r[1], r.start.tolist(), r == [(0, 4), (8, 2)]
+        (Ranges([(0, 4), (8, 2)]), 2, (8, 2), [0, 8], True)
+    """
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: np.ndarray | None = None) -> None:
+        a = np.zeros((0, 2), np.int64) if pairs is None else pairs
+        if not isinstance(a, np.ndarray) or a.dtype != np.int64 or a.ndim != 2 or a.shape[1] != 2:
+            raise PostcopyError(f"Ranges needs an [n, 2] int64 array, found {checks.describe(pairs)}")
+        if a.flags.writeable:
+            a = a.view()
+            a.flags.writeable = False
+        self.pairs = a
+
+    @classmethod
+    def from_pairs(cls, pairs: object, name: str = "ranges") -> Ranges:
+        """Ranges from ``(start, length)`` pairs (a ``Ranges``, a sequence of pairs or an
+        ``[n, 2]`` integer array); starts must be >= 0 and lengths >= 1."""
+        if isinstance(pairs, Ranges):
+            return pairs
+        try:
+            a = np.asarray(pairs) if isinstance(pairs, np.ndarray | list | tuple) else None
+        except (TypeError, ValueError, OverflowError):
+            a = None
+        if a is not None and a.size == 0:
+            return cls()
+        if a is None or a.ndim != 2 or a.shape[1] != 2 or a.dtype.kind not in "iu":
+            raise PostcopyError(f"{name} must be (start, length) pairs of integers, found {checks.describe(pairs)}")
+        if a.dtype == np.uint64 and int(a.max()) > checks.MAX_INT:
+            raise PostcopyError(f"{name} holds {int(a.max())}, beyond int64")
+        a = a.astype(np.int64)
+        bad = (a[:, 0] < 0) | (a[:, 1] < 1) | (a[:, 0] > checks.MAX_INT - a[:, 1])
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise PostcopyError(f"{name}[{i}] must have start >= 0 and length >= 1, found {tuple(a[i].tolist())}")
+        return cls(a)
+
+    @classmethod
+    def _host_pages(cls, hosts: tuple[np.ndarray, ...], ratio: int) -> Ranges:
+        """One range per host page of the index arrays ``hosts``, in order (no temporary copy)."""
+        a = np.empty((sum(h.size for h in hosts), 2), np.int64)
+        at = 0
+        for h in hosts:
+            np.multiply(h, ratio, out=a[at : at + h.size, 0])
+            at += h.size
+        a[:, 1] = ratio
+        return cls(a)
+
+    @property
+    def start(self) -> np.ndarray:
+        """First target page of each range (int64, read-only)."""
+        return self.pairs[:, 0]
+
+    @property
+    def length(self) -> np.ndarray:
+        """Target pages of each range (int64, read-only)."""
+        return self.pairs[:, 1]
+
+    def __len__(self) -> int:
+        return int(self.pairs.shape[0])
+
+    def __iter__(self) -> Iterator[Range]:
+        return (tuple(p) for p in self.pairs.tolist()) if len(self) <= 4096 else self._iter_chunks()
+
+    def _iter_chunks(self) -> Iterator[Range]:
+        for k in range(0, len(self), 4096):
+            yield from (tuple(p) for p in self.pairs[k : k + 4096].tolist())
+
+    def __getitem__(self, i: int | slice) -> Range | Ranges:
+        if isinstance(i, slice):
+            return Ranges(self.pairs[i])
+        k = checks.integer(i, "range index", PostcopyError)
+        if not -len(self) <= k < len(self):
+            raise PostcopyError(f"range index {i} outside 0..{len(self) - 1}")
+        s, n = self.pairs[k].tolist()
+        return s, n
+
+    def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
+        return self.pairs if dtype is None else self.pairs.astype(dtype)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Ranges):
+            try:
+                other = Ranges.from_pairs(other)
+            except PostcopyError:
+                return NotImplemented
+        return bool(np.array_equal(self.pairs, other.pairs))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __add__(self, other: object) -> Ranges:
+        return Ranges(np.concatenate((self.pairs, Ranges.from_pairs(other).pairs)))
+
+    def __radd__(self, other: object) -> Ranges:
+        return Ranges(np.concatenate((Ranges.from_pairs(other).pairs, self.pairs)))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"({s}, {n})" for s, n in self.pairs[:8].tolist())
+        return f"Ranges([{shown}{', ...' if len(self) > 8 else ''}])" + (f" ({len(self)} ranges)"
+                                                                         if len(self) > 8 else "")
+
+    def tolist(self) -> list[Range]:
+        """As a list of ``(start, length)`` tuples (for small plans: one Python object per range)."""
+        return list(self)
+
+    def scaled(self, factor: int) -> Ranges:
+        """Every start and length multiplied by ``factor`` (e.g. the target page size: bytes)."""
+        factor = checks.integer(factor, "factor", PostcopyError, min=1)
+        if len(self) and int(self.pairs.max()) > checks.MAX_INT // factor:
+            raise PostcopyError(f"ranges times {factor} exceed int64")
+        return Ranges(self.pairs * factor)
+
+
+def bitmap_runs(bits: np.ndarray) -> Ranges:
     """Maximal runs of set bits as ``(start, length)`` pairs, in ascending order.
 
     This is the loop of ``postcopy_send_discard_bm_ram`` (find_next_bit /
-    find_next_zero_bit), vectorised.
+    find_next_zero_bit), vectorised (QEMU's bitmap type: :meth:`ramlab.model.bitmap.Bitmap.runs`).
+    ``bits``: a 1-D bool or 0/1 integer array.
 
         >>> bitmap_runs(np.array([0, 1, 1, 0, 1], bool))
-        [(1, 2), (4, 1)]
+        Ranges([(1, 2), (4, 1)])
     """
-    b = np.asarray(bits, dtype=bool)
-    if b.size == 0:
-        return []
-    edges = np.diff(np.concatenate(([0], b.view(np.int8), [0])).astype(np.int8))
-    starts = np.flatnonzero(edges == 1)
-    ends = np.flatnonzero(edges == -1)
-    return [(int(s), int(e - s)) for s, e in zip(starts, ends)]
+    return Ranges(run_pairs(_as_bitmap(bits, "bits")))
 
 
 # ----------------------------------------------------------------------------------
@@ -103,14 +217,15 @@ class PlanStep:
     ``name`` is one of ``"unsent_pass"``, ``"dirty_pass"`` (seed chunk passes),
     ``"canonicalise"`` (modern single pass), ``"or"`` (seed: ``unsentmap |= bmap``) and
     ``"send_runs"`` (``postcopy_send_discard_bm_ram``). ``fixups`` are the host page
-    indices whose bitmaps the step rewrote (in the order the loop visited them),
-    ``sent`` the ranges (target pages) this step put on the wire, ``dirty`` / ``unsent``
-    the maps after the step (``unsent`` is ``None`` for the modern algorithm).
+    indices whose bitmaps the step rewrote, ascending (the order the loop visited them), as an
+    int64 array; ``sent`` the :class:`Ranges` (target pages) this step put on the wire;
+    ``dirty`` / ``unsent`` the maps after the step (``unsent`` is ``None`` for the modern
+    algorithm). Steps that leave a map unchanged share the array (all are read-only).
     """
 
     name: str
-    fixups: tuple[int, ...]
-    sent: tuple[Range, ...]
+    fixups: np.ndarray
+    sent: Ranges
     dirty: np.ndarray
     unsent: np.ndarray | None
 
@@ -121,7 +236,7 @@ class DiscardPlan:
 
     * ``ranges``: every ``(start_page, n_pages)`` discard range in wire order
       (= ``chunk_ranges + final_ranges``), in target pages. Multiply by the target page
-      size for the byte offsets of the POSTCOPY_RAM_DISCARD payload.
+      size for the byte offsets of the POSTCOPY_RAM_DISCARD payload (:meth:`ranges_bytes`).
     * ``chunk_ranges``: ranges sent by the seed's chunking passes (unsent pass, then
       dirty pass). QEMU batches them in their own commands (``postcopy_chunk_hostpages``
       has its own init/finish), and the seed sends ALL blocks' chunk commands before
@@ -135,11 +250,14 @@ class DiscardPlan:
       also the seed's ``unsentmap`` afterwards; modern: ``dirty``).
     * ``steps``: :class:`PlanStep` list for widgets.
     * ``host_ratio``, ``algorithm``: the inputs.
+
+    Ranges are :class:`Ranges` (numpy-held), the maps read-only bool arrays: a plan over
+    ``n`` target pages with ``R`` ranges holds at most 5 ``n`` bytes of maps and 16 ``R`` bytes
+    of ranges (see :func:`plan_discards` for the peak while planning).
     """
 
-    ranges: list[Range]
-    chunk_ranges: list[Range]
-    final_ranges: list[Range]
+    chunk_ranges: Ranges
+    final_ranges: Ranges
     dirty: np.ndarray
     unsent: np.ndarray
     discard_map: np.ndarray
@@ -147,22 +265,39 @@ class DiscardPlan:
     host_ratio: int
     algorithm: str
 
-    def ranges_bytes(self, target_page_size: int = TARGET_PAGE_SIZE) -> list[Range]:
+    @property
+    def ranges(self) -> Ranges:
+        """``chunk_ranges + final_ranges``: every range in wire order (a new array per call)."""
+        return self.chunk_ranges + self.final_ranges if len(self.chunk_ranges) else self.final_ranges
+
+    def ranges_bytes(self, target_page_size: int = TARGET_PAGE_SIZE) -> Ranges:
         """``ranges`` as the ``(start, length)`` byte pairs the DISCARD payload carries."""
-        return [(s * target_page_size, n * target_page_size) for s, n in self.ranges]
+        return self.ranges.scaled(checks.power_of_two(target_page_size, "target_page_size", PostcopyError))
 
     @property
-    def duplicated_ranges(self) -> list[Range]:
-        """Chunk-pass ranges that the final runs discard again (seed: all of them)."""
-        out = []
-        for s, n in self.chunk_ranges:
-            if any(fs <= s and s + n <= fs + fn for fs, fn in self.final_ranges):
-                out.append((s, n))
-        return out
+    def duplicated_ranges(self) -> Ranges:
+        """Chunk-pass ranges that the final runs discard again (seed: all of them).
+
+        The final runs are disjoint and ascending, so the run that could hold a chunk range
+        is the last one starting at or before it (one binary search per chunk range).
+        """
+        c, f = self.chunk_ranges, self.final_ranges
+        if not len(c) or not len(f):
+            return Ranges()
+        k = np.searchsorted(f.start, c.start, side="right") - 1
+        kk = np.maximum(k, 0)
+        inside = (k >= 0) & (c.start + c.length <= f.start[kk] + f.length[kk])
+        return Ranges(c.pairs[inside])
 
 
-def _host_range_list(mask: np.ndarray, r: int) -> list[Range]:
-    return [(int(h) * r, r) for h in np.flatnonzero(mask)]
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` made read-only (plans are frozen); ``a`` must be an array the planner owns."""
+    a.flags.writeable = False
+    return a
+
+
+def _no_fixups() -> np.ndarray:
+    return _frozen(np.zeros(0, np.int64))
 
 
 def plan_discards(
@@ -174,9 +309,11 @@ def plan_discards(
     """Compute the discard ranges QEMU sends for one RAM block at the postcopy switch.
 
     ``dirty`` is the block's migration bitmap after the last sync (``bmap``), ``unsent``
-    the seed's ``unsentmap`` (1 = never sent), both one bool per target page;
-    ``host_ratio`` = block page size / target page size (1, 2, 4, ..., 512). The block
-    length must be a whole number of host pages (QEMU's hugepage blocks always are).
+    the seed's ``unsentmap`` (1 = never sent), both one bool (or 0/1 integer) per target
+    page; ``host_ratio`` = block page size / target page size: a power of two (1, 2, 4, ...,
+    512; QEMU's host page sizes are powers of two, so 2.5, 3, ``True``, NaN or infinity are a
+    :class:`~ramlab.errors.PostcopyError`, never rounded). The block length must be a whole
+    number of host pages (QEMU's hugepage blocks always are).
 
     Seed (QEMU ~3.0) ``algorithm="seed"``:
 
@@ -202,18 +339,19 @@ def plan_discards(
     partly dirty host page wholly dirty and sends nothing; the discards are the maximal
     runs of the dirty map.
 
+    Memory, ``n`` target pages and ``R`` ranges: the plan's maps (at most 5 ``n`` bytes) and
+    ranges (16 ``R`` bytes) plus about 2 ``n`` bytes of temporaries -- no Python object per
+    range or page (``tests/test_postcopy_api.py`` holds a 64 Mi-page plan to its budget).
+
         >>> d = np.array([0, 0, 1, 0,  0, 0, 0, 0], bool)
         >>> u = np.array([0, 0, 0, 0,  0, 1, 1, 1], bool)
         >>> plan_discards(d, u, 4).ranges      # pass 1: hp 1; pass 2: hp 0; runs: [0, 8)
-        [(4, 4), (0, 4), (0, 8)]
+        Ranges([(4, 4), (0, 4), (0, 8)])
         >>> plan_discards(d, u, 4, "modern").ranges
-        [(0, 4)]
+        Ranges([(0, 4)])
     """
-    if algorithm not in ("seed", "modern"):
-        raise PostcopyError(f"unknown discard algorithm {algorithm!r} (use 'seed' or 'modern')")
-    r = int(host_ratio)
-    if r < 1 or (r & (r - 1)):
-        raise PostcopyError(f"host_ratio must be a power of two >= 1, got {host_ratio}")
+    algorithm = checks.choice(algorithm, "algorithm", ("seed", "modern"), PostcopyError)  # type: ignore[assignment]
+    r = checks.power_of_two(host_ratio, "host_ratio", PostcopyError, max=MAX_HOST_RATIO)
     d0 = _as_bitmap(dirty, "dirty")
     n = d0.size
     if algorithm == "seed":
@@ -230,97 +368,99 @@ def plan_discards(
         d = d0.reshape(hp, r).copy()
         steps: list[PlanStep] = []
         if r > 1:
-            any_d = d.any(axis=1)
-            partial = any_d & ~d.all(axis=1)
-            d[partial] = True
-            steps.append(
-                PlanStep(
-                    "canonicalise",
-                    tuple(int(h) for h in np.flatnonzero(partial)),
-                    (),
-                    _frozen(d.ravel()),
-                    None,
-                )
-            )
-        dmap = d.ravel()
-        final = bitmap_runs(dmap)
-        steps.append(PlanStep("send_runs", (), tuple(final), _frozen(dmap), None))
-        fd = _frozen(dmap)
-        return DiscardPlan(list(final), [], list(final), fd, fd, fd, tuple(steps), r, algorithm)
+            partial = _partly_set(d)
+            d |= partial[:, None]
+            steps.append(PlanStep("canonicalise", _frozen(np.flatnonzero(partial)), Ranges(), _frozen(d.ravel()),
+                                  None))
+        dmap = _frozen(d.ravel())
+        final = Ranges(run_pairs(dmap))
+        steps.append(PlanStep("send_runs", _no_fixups(), final, dmap, None))
+        return DiscardPlan(Ranges(), final, dmap, dmap, dmap, tuple(steps), r, algorithm)
 
     # --- seed ------------------------------------------------------------------------
-    d = d0.reshape(hp, r).copy()
-    u = u0.reshape(hp, r).copy()
     steps = []
-    chunk: list[Range] = []
+    chunk = Ranges()
     if r > 1:
+        d = d0.reshape(hp, r).copy()
+        u = u0.reshape(hp, r).copy()
         # pass 1: partly sent host pages -> discard, whole host page unsent + dirty
-        partial_sent = u.any(axis=1) & ~u.all(axis=1)
-        sent1 = _host_range_list(partial_sent, r)
-        u[partial_sent] = True
-        d[partial_sent] = True
-        chunk += sent1
-        steps.append(
-            PlanStep(
-                "unsent_pass",
-                tuple(int(h) for h in np.flatnonzero(partial_sent)),
-                tuple(sent1),
-                _frozen(d.ravel()),
-                _frozen(u.ravel()),
-            )
-        )
+        partial_sent = _partly_set(u)
+        u |= partial_sent[:, None]
+        d |= partial_sent[:, None]
+        h1 = np.flatnonzero(partial_sent)
+        del partial_sent
+        d1, u1 = _frozen(d.ravel().copy()), _frozen(u.ravel().copy())
         # pass 2: partly dirty host pages -> whole host page dirty + unsent;
         # discard only those whose first target page was sent (uniform after pass 1)
-        partial_dirty = d.any(axis=1) & ~d.all(axis=1)
-        send2 = partial_dirty & ~u[:, 0]
-        sent2 = _host_range_list(send2, r)
-        u[partial_dirty] = True
-        d[partial_dirty] = True
-        chunk += sent2
-        steps.append(
-            PlanStep(
-                "dirty_pass",
-                tuple(int(h) for h in np.flatnonzero(partial_dirty)),
-                tuple(sent2),
-                _frozen(d.ravel()),
-                _frozen(u.ravel()),
-            )
-        )
-    dflat = d.ravel()
-    uflat = u.ravel()
-    dmap = uflat | dflat
-    steps.append(PlanStep("or", (), (), _frozen(dflat), _frozen(dmap)))
-    final = bitmap_runs(dmap)
-    steps.append(PlanStep("send_runs", (), tuple(final), _frozen(dflat), _frozen(dmap)))
-    return DiscardPlan(
-        chunk + final, chunk, final, _frozen(dflat), _frozen(uflat), _frozen(dmap), tuple(steps), r, algorithm
-    )
+        partial_dirty = _partly_set(d)
+        h2 = np.flatnonzero(partial_dirty)
+        sent2 = h2[~u[h2, 0]]
+        u |= partial_dirty[:, None]
+        d |= partial_dirty[:, None]
+        del partial_dirty
+        # the chunk ranges in wire order; each pass's ranges are a view of them
+        chunk = Ranges._host_pages((h1, sent2), r)
+        del sent2
+        steps.append(PlanStep("unsent_pass", _frozen(h1), chunk[: h1.size], d1, u1))  # type: ignore[arg-type]
+        steps.append(PlanStep("dirty_pass", _frozen(h2), chunk[h1.size :], _frozen(d.ravel()),  # type: ignore[arg-type]
+                              _frozen(u.ravel())))
+        dflat, uflat = steps[-1].dirty, steps[-1].unsent
+    else:  # no chunk passes: the maps are the inputs (read-only copies)
+        dflat, uflat = _frozen(d0.copy()), _frozen(u0.copy())
+    dmap = _frozen(uflat | dflat)
+    steps.append(PlanStep("or", _no_fixups(), Ranges(), dflat, dmap))
+    final = Ranges(run_pairs(dmap))
+    steps.append(PlanStep("send_runs", _no_fixups(), final, dflat, dmap))
+    return DiscardPlan(chunk, final, dflat, uflat, dmap, tuple(steps), r, algorithm)  # type: ignore[arg-type]
+
+
+def _partly_set(m: np.ndarray) -> np.ndarray:
+    """Rows (host pages) of the C-contiguous bool array ``m`` with some but not all bits set.
+
+    A row of 2, 4 or 8k bools is read as 16/32/64-bit words (a bool is the byte 0 or 1), so
+    the test is one comparison per word instead of a reduction over a short axis.
+    """
+    r = m.shape[1]
+    if r % 8 == 0:
+        words, full = m.view(np.uint64), np.uint64(0x0101010101010101)
+    elif r in (2, 4):
+        words, full = m.view(np.uint16 if r == 2 else np.uint32), 0x0101 if r == 2 else 0x01010101
+    else:
+        return m.any(axis=1) & ~m.all(axis=1)
+    if words.shape[1] == 1:
+        w = words[:, 0]
+        return (w != 0) & (w != full)
+    return (words != 0).any(axis=1) & ~(words == full).all(axis=1)
 
 
 def discard_batches(
-    ranges: Sequence[Range] | DiscardPlan, max_per_command: int = MAX_DISCARDS_PER_COMMAND
-) -> list[list[Range]]:
+    ranges: Sequence[Range] | Ranges | DiscardPlan, max_per_command: int = MAX_DISCARDS_PER_COMMAND
+) -> list[Ranges]:
     """Split discard ranges into POSTCOPY_RAM_DISCARD commands as QEMU batches them.
 
     ``postcopy_discard_send_range`` queues a range and ships a command as soon as
     ``max_per_command`` (12) are queued; ``postcopy_discard_send_finish`` ships the
-    remainder (1..11); no ranges, no command. Given a plain list, it is one
+    remainder (1..11); no ranges, no command. Given a plain list (or :class:`Ranges`), it is one
     init/finish series. Given a :class:`DiscardPlan`, the seed's chunk ranges and
     final ranges are two separate series (two init/finish pairs), so a command never
     mixes them; remember that with several blocks the seed sends every block's chunk
     commands first, then every block's final commands (7.2 sends block by block).
+    Each batch is a :class:`Ranges` view of the input (no copy of the ranges).
 
         >>> [len(b) for b in discard_batches([(i, 1) for i in range(25)])]
         [12, 12, 1]
     """
-    if max_per_command < 1:
-        raise PostcopyError(f"max_per_command must be >= 1, got {max_per_command}")
+    k = checks.integer(max_per_command, "max_per_command", PostcopyError, min=1)
     if isinstance(ranges, DiscardPlan):
-        return discard_batches(ranges.chunk_ranges, max_per_command) + discard_batches(
-            ranges.final_ranges, max_per_command
-        )
-    items = [(int(s), int(n)) for s, n in ranges]
-    return [items[i : i + max_per_command] for i in range(0, len(items), max_per_command)]
+        return discard_batches(ranges.chunk_ranges, k) + discard_batches(ranges.final_ranges, k)
+    items = Ranges.from_pairs(ranges)
+    return [items[i : i + k] for i in range(0, len(items), k)]  # type: ignore[misc]
+
+
+def _block_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise PostcopyError(f"RAM block names must be strings, found {checks.describe(name)}")
+    return name
 
 
 # ----------------------------------------------------------------------------------
@@ -381,8 +521,11 @@ class RequestQueue:
     """
 
     def __init__(self, blocks: Mapping[str, int], target_page_size: int = TARGET_PAGE_SIZE) -> None:
-        self.blocks = dict(blocks)
-        self.target_page_size = int(target_page_size)
+        if not isinstance(blocks, Mapping):
+            raise PostcopyError(f"blocks must map block names to used_length, found {checks.describe(blocks)}")
+        self.blocks = {_block_name(k): checks.integer(v, f"blocks[{k!r}]", PostcopyError, min=0)
+                       for k, v in blocks.items()}
+        self.target_page_size = checks.power_of_two(target_page_size, "target_page_size", PostcopyError)
         self.queue: deque[_Request] = deque()
         self.last_req_rb: str | None = None
         self.postcopy_requests = 0
@@ -395,12 +538,14 @@ class RequestQueue:
     def ram_save_queue_pages(self, rbname: str | None, start: int, length: int) -> None:
         """Queue a request ``(rbname, start, length)`` (bytes); ``None`` = previous block."""
         self.postcopy_requests += 1
+        start = checks.integer(start, "start", PostcopyError)
+        length = checks.integer(length, "length", PostcopyError)
         if rbname is None:
             if self.last_req_rb is None:
                 raise PostcopyError("ram_save_queue_pages no previous block")
             name = self.last_req_rb
         else:
-            if rbname not in self.blocks:
+            if not isinstance(rbname, str) or rbname not in self.blocks:
                 raise PostcopyError(f"ram_save_queue_pages no block {rbname!r}")
             name = rbname
             self.last_req_rb = rbname
@@ -434,7 +579,9 @@ class RequestQueue:
                 return None
             block, offset = got
             page = offset // self.target_page_size
-            bmap = dirty[block]
+            if not isinstance(dirty, Mapping) or block not in dirty:
+                raise PostcopyError(f"dirty must map every block to its dirty bitmap; no bitmap for {block!r}")
+            bmap = _as_bitmap(dirty[block], f"dirty[{block!r}]")
             if page >= len(bmap):
                 # The seed checks start + len <= used_length only, so a zero-length
                 # request at used_length reads a bit past the bitmap.
@@ -501,10 +648,17 @@ class PostcopyPlacer:
         received: Mapping[str, np.ndarray] | None = None,
         target_page_size: int = TARGET_PAGE_SIZE,
     ) -> None:
-        self.tps = int(target_page_size)
+        self.tps = checks.power_of_two(target_page_size, "target_page_size", PostcopyError)
         self.blocks: dict[str, tuple[int, int]] = {}
         self.received: dict[str, np.ndarray] = {}
-        for name, (used, psize) in blocks.items():
+        if not isinstance(blocks, Mapping) or (received is not None and not isinstance(received, Mapping)):
+            raise PostcopyError("blocks (and received) must be mappings keyed by block name")
+        for name, spec in blocks.items():
+            name = _block_name(name)
+            if not isinstance(spec, tuple | list) or len(spec) != 2:
+                raise PostcopyError(f"blocks[{name!r}] must be (used_length, page_size), found {checks.describe(spec)}")
+            used = checks.integer(spec[0], f"used_length of {name!r}", PostcopyError, min=0)
+            psize = checks.power_of_two(spec[1], f"page_size of {name!r}", PostcopyError, max=1 << 40)
             if psize < self.tps or psize % self.tps or used % psize:
                 raise PostcopyError(f"block {name!r}: bad used_length/page_size {used:#x}/{psize:#x}")
             self.blocks[name] = (int(used), int(psize))
@@ -530,18 +684,21 @@ class PostcopyPlacer:
 
     def zero_page(self, block: str, offset: int, fill: int = 0) -> Placement | None:
         """A ZERO record (page filled with ``fill``); returns the placement it completes."""
+        fill = checks.integer(fill, "fill", PostcopyError)
         if not 0 <= fill <= 255:
             raise PostcopyError(f"zero page fill byte out of range: {fill}")
         return self._record(block, offset, None, fill)
 
     def page(self, block: str, offset: int, data: bytes) -> Placement | None:
         """A PAGE record; returns the placement it completes, if any."""
-        if len(data) != self.tps:
-            raise PostcopyError(f"page data must be {self.tps} bytes, got {len(data)}")
-        return self._record(block, offset, bytes(data), 0)
+        raw = checks.buffer(data, "data", PostcopyError)
+        if raw.size != self.tps:
+            raise PostcopyError(f"page data must be {self.tps} bytes, got {raw.size}")
+        return self._record(block, offset, raw.tobytes(), 0)
 
     def _record(self, block: str, offset: int, data: bytes | None, fill: int) -> Placement | None:
-        if block not in self.blocks:
+        offset = checks.integer(offset, "offset", PostcopyError)
+        if not isinstance(block, str) or block not in self.blocks:
             raise PostcopyError(f"unknown RAM block {block!r}")
         used, psize = self.blocks[block]
         if offset < 0 or offset >= used or offset % self.tps:
@@ -603,6 +760,6 @@ def recv_bitmap_to_dirty(received: np.ndarray, *, seed_blob_rounding: bool = Fal
         1
     """
     rec = _as_bitmap(received, "received")
-    if seed_blob_rounding:
+    if checks.flag(seed_blob_rounding, "seed_blob_rounding", PostcopyError):
         rec, _ = decode_recv_bitmap(encode_recv_bitmap(rec, "seed"), rec.size, "seed")
     return ~rec

@@ -202,7 +202,7 @@ def plan_view_steps(
         label = f"{k + 1}. {s.name} ({len(s.fixups)} fix-ups, {len(s.sent)} ranges)"
         out.append(ViewStep(label if s.name not in titles else f"{label}: {titles[s.name]}", s.name, bd, bu,
                             np.asarray(s.dirty, bool), None if s.unsent is None else np.asarray(s.unsent, bool),
-                            tuple(s.fixups), tuple(s.sent)))
+                            tuple(np.asarray(s.fixups).tolist()), tuple(s.sent)))
         bd, bu = out[-1].after_dirty, out[-1].after_unsent
     return out
 
