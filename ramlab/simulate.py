@@ -40,12 +40,13 @@ from typing import Any
 
 import numpy as np
 
+from ramlab import checks
 from ramlab.data import shared_dir
 from ramlab.errors import SimulationError
-from ramlab.model.guest import HUGE_BLOCK, HUGE_PAGE_SIZE, MAIN_BLOCK, Guest
+from ramlab.model.guest import HUGE_BLOCK, HUGE_PAGE_SIZE, MAIN_BLOCK, TARGET_PAGE_SIZE, Guest, memory_limit
 from ramlab.model.postcopy_sender import PostcopyOutcome, PostcopyParams, PostcopySender, device_sections
-from ramlab.model.sender import MigrationParams, RamSender
-from ramlab.model.workloads import make_workload
+from ramlab.model.sender import MAX_DOWNTIME_MS, MAX_PASSES, MigrationParams, RamSender
+from ramlab.model.workloads import Workload, make_workload
 from ramlab.trace import PageClass, Trace
 from ramlab.wire import events as ev
 
@@ -62,24 +63,61 @@ TABLE_COLUMNS = ("duplicate", "normal", "xbzrle_pages", "xbzrle_unchanged", "xbz
 POSTCOPY_COLUMNS = ("discarded", "requested", "postcopy_requests")
 
 
-def parse_size(value: int | float | str) -> int:
-    """``"64M"`` -> 67108864 (binary suffixes K, M, G, T; plain numbers are bytes).
+def parse_size(value: int | float | str, name: str = "size") -> int:
+    """``"64M"`` -> 67108864 (binary suffixes K, M, G, T, P; plain numbers are bytes).
+
+    NaN, infinity, negative values, bools and sizes beyond 2**62 are a
+    :class:`~ramlab.errors.SimulationError` naming ``name``.
 
     >>> parse_size("64M"), parse_size(4096), parse_size("1.5k")
     (67108864, 4096, 1536)
     """
-    if isinstance(value, int | float | np.integer):
-        return int(value)
-    t = str(value).strip().upper().removesuffix("B").removesuffix("I")
-    mult = 1
-    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)):
-        if t.endswith(suffix):
-            t, mult = t[:-1], m
-            break
-    try:
-        return int(float(t) * mult)
-    except ValueError:
-        raise SimulationError(f"not a size: {value!r}") from None
+    return checks.size(value, name, SimulationError)
+
+
+def _check_arguments(a: dict[str, Any]) -> dict[str, Any]:
+    """Every argument of :func:`simulate` checked and normalised in one place (types, NaN,
+    infinity, ranges); the migration parameters are checked by ``MigrationParams.validate``."""
+    E = SimulationError
+    out = dict(a)
+    for k in ("xbzrle", "compress", "auto_converge", "stream", "record_dirty", "postcopy", "hugepages",
+              "release_ram"):
+        out[k] = checks.flag(a[k], k, E)
+    out["ram"] = parse_size(a["ram"], "ram")
+    if out["ram"] < TARGET_PAGE_SIZE or out["ram"] % TARGET_PAGE_SIZE:
+        raise E(f"ram must be a positive multiple of 4096 bytes, found {out['ram']}")
+    out["cache_size"] = parse_size(a["cache_size"], "cache_size")
+    out["bandwidth"] = parse_size(a["bandwidth"], "bandwidth")
+    out["postcopy_bandwidth"] = parse_size(a["postcopy_bandwidth"], "postcopy_bandwidth")
+    out["dirty_rate"] = None if a["dirty_rate"] is None else parse_size(a["dirty_rate"], "dirty_rate")
+    out["downtime_ms"] = checks.number(a["downtime_ms"], "downtime_ms", E, min=0, max=MAX_DOWNTIME_MS)
+    out["compress_level"] = checks.integer(a["compress_level"], "compress_level", E, min=0, max=9)
+    out["max_passes"] = checks.integer(a["max_passes"], "max_passes", E, min=2, max=MAX_PASSES)
+    out["seed"] = checks.integer(a["seed"], "seed", E, min=0, max=(1 << 128) - 1)
+    out["postcopy_after"] = checks.integer(a["postcopy_after"], "postcopy_after", E, min=0)
+    if a["postcopy_pause_after"] is not None:
+        out["postcopy_pause_after"] = checks.integer(a["postcopy_pause_after"], "postcopy_pause_after", E, min=1)
+    out["discard_algorithm"] = checks.choice(a["discard_algorithm"], "discard_algorithm", ("seed", "modern"), E)
+    out["max_time_s"] = checks.number(a["max_time_s"], "max_time_s", E, min=0)
+    out["max_pages"] = checks.integer(a["max_pages"], "max_pages", E, min=1)
+    if not isinstance(a["workload"], str | Workload):
+        raise E(f"workload must be a workload name or a Workload, found {checks.describe(a['workload'])}")
+    _check_memory(out["ram"], out["max_passes"], out["record_dirty"])
+    return out
+
+
+def _check_memory(ram: int, max_passes: int, record_dirty: bool) -> None:
+    """Refuse a run that could not be held: the guest's RAM (lazily backed, but a workload may
+    touch all of it) plus the trace (per pass and page: class, wire bytes and the dirty bit)
+    must fit in :func:`ramlab.model.guest.memory_limit` (80 % of the machine's memory)."""
+    pages = ram // TARGET_PAGE_SIZE
+    need = ram + pages * max_passes * (5 + int(record_dirty))
+    limit = memory_limit()
+    if need > limit:
+        raise SimulationError(
+            f"simulating {ram:,} bytes of RAM over up to {max_passes} passes needs about {need:,} bytes "
+            f"(the guest plus {5 + int(record_dirty)} bytes per page per pass of trace); the limit is {limit:,} "
+            f"bytes, 80% of this machine's memory: use a smaller ram or max_passes")
 
 
 def default_template() -> Path | None:
@@ -112,6 +150,9 @@ class SimulationResult:
     streams: list[bytes] | None = None
     return_paths: list[bytes] | None = None
     postcopy: PostcopyOutcome | None = None
+    #: why precopy ended (see :class:`ramlab.model.sender.SenderResult`): "converged", "max_passes",
+    #: "max_time_s", "max_pages" or "postcopy"
+    reason: str = "converged"
 
     def pass_table(self) -> list[dict[str, Any]]:
         """One row per pass: kind and the per-pass counters of :data:`TABLE_COLUMNS`."""
@@ -149,7 +190,11 @@ class SimulationResult:
             "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows
         )
         p = self.params
-        status = "converged" if self.converged else f"did not converge in {p.get('max_passes')} passes"
+        status = "converged" if self.converged else {
+            "max_passes": f"did not converge in {p.get('max_passes')} passes",
+            "max_time_s": f"stopped by the time budget ({p.get('max_time_s')} s simulated)",
+            "max_pages": f"stopped by the page budget ({p.get('max_pages')} pages)",
+            "postcopy": "switched to postcopy"}.get(self.reason, self.reason)
         size = f", stream {len(self.stream):,} bytes" if self.stream is not None else ""
         return (
             f"<div><b>ramlab simulation</b>: {html.escape(str(p.get('workload')))} on "
@@ -250,6 +295,8 @@ def simulate(
     postcopy_bandwidth: int | str = 0,
     release_ram: bool = False,
     postcopy_pause_after: int | None = None,
+    max_time_s: float = 1200.0,
+    max_pages: int = 1 << 24,
     **workload_params: Any,
 ) -> SimulationResult:
     """Simulate migrating a guest of ``ram`` bytes running ``workload``.
@@ -263,8 +310,18 @@ def simulate(
     bare guest with only ``pc.ram`` and no device sections, which QEMU cannot load). ``stream=True`` also builds
     the savevm stream. Deterministic for a given ``seed``.
 
-    ``max_passes``: the most passes the trace may have (the completion pass included); when
-    precopy does not converge, the run is forced to complete with exactly that many.
+    ``max_passes``: the most passes the trace may have (the completion pass included, 2..1000);
+    when precopy does not converge, the run is forced to complete with exactly that many.
+    ``max_time_s`` (simulated seconds) and ``max_pages`` (pages handled) are budgets: past either,
+    precopy is forced to complete (postcopy: the rate limit is lifted), so a hopeless run ends
+    quickly with ``converged=False`` and ``reason`` naming the budget.
+
+    Arguments are checked before anything runs: sizes are bytes or strings like ``"64M"``; NaN,
+    infinity, negative numbers, bools for numbers and non-bools for flags are a
+    :class:`~ramlab.errors.SimulationError`, as are ``downtime_ms`` above QEMU's 2 000 000 and a
+    run whose guest and trace (about ``ram`` + 6 bytes per page per pass) would not fit in 80 % of
+    the machine's memory. An XBZRLE ``cache_size`` larger than the guest is accepted (QEMU >= 2.11
+    does) but only the cache slots the guest can use are kept.
 
     Postcopy: ``postcopy`` turns on ``postcopy-ram``; the switch comes after ``postcopy_after``
     precopy passes (trace count; 0 = at once), unless precopy converges first.
@@ -279,12 +336,18 @@ def simulate(
         >>> r.trace.pass_kinds[:2], r.counters["requested"] > 0, r.return_path[-8:].hex()
         (['bulk', 'postcopy'], True, '0001000400000000')
     """
-    ram_b = parse_size(ram)
-    rate = parse_size(dirty_rate) if dirty_rate is not None else None
+    a = _check_arguments(locals())
+    ram_b, rate = a["ram"], a["dirty_rate"]
+    xbzrle, compress, auto_converge, stream, record_dirty = (a[k] for k in (
+        "xbzrle", "compress", "auto_converge", "stream", "record_dirty"))
+    postcopy, hugepages, release_ram, seed = a["postcopy"], a["hugepages"], a["release_ram"], a["seed"]
+    postcopy_after, postcopy_pause_after, discard_algorithm = (a[k] for k in (
+        "postcopy_after", "postcopy_pause_after", "discard_algorithm"))
     params = MigrationParams(
-        bandwidth=parse_size(bandwidth), downtime_limit_ms=float(downtime_ms), xbzrle=bool(xbzrle),
-        xbzrle_cache_size=parse_size(cache_size), compress=bool(compress), compress_level=int(compress_level),
-        auto_converge=bool(auto_converge), max_passes=int(max_passes),
+        bandwidth=a["bandwidth"], downtime_limit_ms=a["downtime_ms"], xbzrle=xbzrle,
+        xbzrle_cache_size=a["cache_size"], compress=compress, compress_level=a["compress_level"],
+        auto_converge=auto_converge, max_passes=a["max_passes"], max_time_s=a["max_time_s"],
+        max_pages=a["max_pages"],
     ).validate()
     if template is None:
         template = (default_hugepage_template() if hugepages else None) or default_template()
@@ -327,8 +390,8 @@ def simulate(
     meta = {"name": f"simulate {getattr(wl, 'name', workload)}", "template": tname, "seed": seed}
     outcome: PostcopyOutcome | None = None
     if postcopy:
-        pcp = PostcopyParams(after_passes=int(postcopy_after), discard_algorithm=discard_algorithm,  # type: ignore
-                             bandwidth=parse_size(postcopy_bandwidth), release_ram=bool(release_ram),
+        pcp = PostcopyParams(after_passes=postcopy_after, discard_algorithm=discard_algorithm,  # type: ignore
+                             bandwidth=a["postcopy_bandwidth"], release_ram=release_ram,
                              pause_after=postcopy_pause_after, device_events=devices)
         psender = PostcopySender(guest, wl, params, pcp, prologue=prologue, epilogue=epilogue, emit=stream,
                                  record_dirty=record_dirty, ram_section_id=sid, meta=meta)
@@ -351,21 +414,22 @@ def simulate(
             "cache_size": params.xbzrle_cache_size, "compress": params.compress,
             "compress_level": params.compress_level, "bandwidth": params.bandwidth,
             "downtime_ms": params.downtime_limit_ms, "auto_converge": params.auto_converge,
-            "max_passes": params.max_passes, "seed": seed, "dirty_rate": wl.dirty_rate, "template": tname,
-            "postcopy": bool(postcopy), "hugepages": bool(hugepages),
-            **({"postcopy_after": int(postcopy_after), "discard_algorithm": discard_algorithm,
-                "postcopy_bandwidth": parse_size(postcopy_bandwidth), "release_ram": bool(release_ram),
+            "max_passes": params.max_passes, "max_time_s": params.max_time_s, "max_pages": params.max_pages,
+            "seed": seed, "dirty_rate": wl.dirty_rate, "template": tname,
+            "postcopy": postcopy, "hugepages": hugepages, "reason": res.reason,
+            **({"postcopy_after": postcopy_after, "discard_algorithm": discard_algorithm,
+                "postcopy_bandwidth": a["postcopy_bandwidth"], "release_ram": release_ram,
                 "postcopy_pause_after": postcopy_pause_after, "switched": outcome.switched}
                if outcome is not None else {}),
             **workload_params}
     res.trace.meta.update({k: v for k, v in info.items() if isinstance(v, int | float | str | bool | None)})
     if outcome is None:
         return SimulationResult(res.trace, data, res.events if stream else None, res.final_ram, res.counters,
-                                res.converged, info, res.time_s, res.log)
+                                res.converged, info, res.time_s, res.log, reason=res.reason)
     return SimulationResult(res.trace, data, res.events if stream else None, res.final_ram, res.counters,
                             res.converged, info, res.time_s, res.log,
                             return_path=outcome.return_path, streams=list(outcome.streams) if stream else None,
-                            return_paths=list(outcome.return_paths), postcopy=outcome)
+                            return_paths=list(outcome.return_paths), postcopy=outcome, reason=res.reason)
 
 
 def class_totals(trace: Trace) -> dict[str, int]:

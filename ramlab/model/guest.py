@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ramlab import checks
 from ramlab.errors import SimulationError
 from ramlab.trace import BlockInfo
 from ramlab.wire.events import RamBlockEntry, RamMemSize
@@ -40,6 +41,27 @@ HUGE_BLOCK = "m0"  # the main block of a guest on huge pages (-object memory-bac
 HUGE_PAGE_SIZE = 2 << 20
 _RAM_ADDR_ALIGN = 1 << 20
 _BIG_GUEST = 64 << 20
+#: the share of the machine's physical memory a simulation may plan to use (guest RAM + trace)
+MEMORY_FRACTION = 0.8
+#: used when the machine's memory cannot be read (os.sysconf unavailable)
+_FALLBACK_MEMORY = 16 << 30
+
+
+def memory_limit() -> int:
+    """Bytes a simulation may use: :data:`MEMORY_FRACTION` of the machine's physical memory.
+
+    A guest's RAM is lazily backed, but a workload may touch all of it, so a guest (plus its
+    trace, see :func:`ramlab.simulate.simulate`) that would not fit is refused up front with
+    a :class:`~ramlab.errors.SimulationError` instead of failing with ENOMEM or being killed.
+
+    >>> memory_limit() > 0
+    True
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = _FALLBACK_MEMORY
+    return int(total * MEMORY_FRACTION) if total > 0 else int(_FALLBACK_MEMORY * MEMORY_FRACTION)
 
 
 @dataclass
@@ -80,13 +102,18 @@ class Guest:
     """
 
     def __init__(self, blocks: Sequence[tuple[str, int, int]], ram_addrs: Sequence[int] | None = None):
-        total = 0
-        for name, length, page_size in blocks:
-            if length <= 0 or length % TARGET_PAGE_SIZE:
-                raise SimulationError(f"block {name!r}: length {length} is not a positive multiple of 4096")
-            if page_size < TARGET_PAGE_SIZE or page_size & (page_size - 1) or length % page_size:
-                raise SimulationError(f"block {name!r}: bad page size {page_size} for length {length}")
-            total += length // TARGET_PAGE_SIZE
+        blocks = _block_specs(blocks)
+        total = sum(length for _, length, _ in blocks) // TARGET_PAGE_SIZE
+        limit = memory_limit()
+        if total * TARGET_PAGE_SIZE > limit:
+            raise SimulationError(f"a guest of {total * TARGET_PAGE_SIZE:,} bytes of RAM does not fit: the limit is "
+                                  f"{limit:,} bytes ({MEMORY_FRACTION:.0%} of this machine's memory)")
+        if ram_addrs is not None:
+            if not isinstance(ram_addrs, Sequence | np.ndarray) or len(ram_addrs) != len(blocks):
+                raise SimulationError(f"ram_addrs must give one address per block ({len(blocks)}), "
+                                      f"found {checks.describe(ram_addrs)}")
+            ram_addrs = [checks.integer(a, f"ram_addrs[{i}]", SimulationError, min=0, max=1 << 56)
+                         for i, a in enumerate(ram_addrs)]
         self.mem = _zeroed_pages(total)
         self.blocks: list[RamBlock] = []
         start = 0
@@ -114,7 +141,11 @@ class Guest:
         >>> Guest.from_sizes([("pc.ram", 1 << 20)]).n_pages
         256
         """
-        spec = [(b[0], int(b[1]), int(b[2]) if len(b) > 2 else TARGET_PAGE_SIZE) for b in blocks]
+        try:
+            spec = [(b[0], b[1], b[2] if len(b) > 2 else TARGET_PAGE_SIZE) for b in blocks]
+        except (TypeError, IndexError, KeyError):
+            raise SimulationError(f"blocks must be (name, used_length[, page_size]) tuples, "
+                                  f"found {checks.describe(blocks)}") from None
         return cls(spec)
 
     @classmethod
@@ -154,10 +185,9 @@ class Guest:
 
     def block(self, name: str) -> RamBlock:
         """The block called ``name``."""
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise SimulationError(f"no RAM block {name!r}; blocks: {list(self._by_name)}") from None
+        if not isinstance(name, str) or name not in self._by_name:
+            raise SimulationError(f"no RAM block {name!r}; blocks: {list(self._by_name)}")
+        return self._by_name[name]
 
     @property
     def main(self) -> RamBlock:
@@ -182,10 +212,46 @@ class Guest:
         return {b.name: (b.flat().copy() if copy else b.flat()) for b in self.blocks}
 
 
+def _block_specs(blocks: object) -> list[tuple[str, int, int]]:
+    """``(name, used_length, page_size)`` triples, checked: a name of 1..255 latin-1 characters
+    (QEMU's idstr, as the stream carries it), a positive multiple of 4096 bytes, a power-of-two
+    page size of at least 4096 dividing the length."""
+    if not isinstance(blocks, Sequence | np.ndarray):
+        raise SimulationError(f"blocks must be a sequence of (name, used_length, page_size), "
+                              f"found {checks.describe(blocks)}")
+    out = []
+    for b in blocks:
+        if not isinstance(b, Sequence) or isinstance(b, str | bytes) or len(b) != 3:
+            raise SimulationError(f"a block must be (name, used_length, page_size), found {checks.describe(b)}")
+        name, length, page_size = b
+        if not isinstance(name, str) or not 0 < len(name) <= 255 or not name.isprintable():
+            raise SimulationError(f"a block name must be 1..255 printable characters, found {checks.describe(name)}")
+        try:
+            name.encode("latin-1")
+        except UnicodeEncodeError:
+            raise SimulationError(f"block name {name!r} is not latin-1 (the stream's idstr encoding)") from None
+        length = checks.integer(length, f"length of block {name!r}", SimulationError, min=1)
+        page_size = checks.integer(page_size, f"page size of block {name!r}", SimulationError, min=1)
+        if length % TARGET_PAGE_SIZE:
+            raise SimulationError(f"block {name!r}: length {length} is not a positive multiple of 4096")
+        if page_size < TARGET_PAGE_SIZE or page_size & (page_size - 1) or length % page_size:
+            raise SimulationError(f"block {name!r}: bad page size {page_size} for length {length}")
+        out.append((name, length, page_size))
+    return out
+
+
 def _zeroed_pages(n: int) -> np.ndarray:
     """``[n, 4096]`` zero pages, lazily backed. Large guests get an anonymous mapping with
     transparent huge pages off: workloads touch scattered 4 KiB pages, and with THP each first
-    touch would zero (and keep) a whole 2 MiB page, 7x slower in practice."""
+    touch would zero (and keep) a whole 2 MiB page, 7x slower in practice. An allocation the
+    system refuses is a :class:`~ramlab.errors.SimulationError`."""
+    try:
+        return _map_pages(n)
+    except (OSError, MemoryError) as exc:
+        raise SimulationError(f"cannot allocate a guest of {n * TARGET_PAGE_SIZE:,} bytes: {exc}") from None
+
+
+def _map_pages(n: int) -> np.ndarray:
     size = n * TARGET_PAGE_SIZE
     if size < _BIG_GUEST or not hasattr(mmap, "MADV_NOHUGEPAGE"):
         return np.zeros((n, TARGET_PAGE_SIZE), np.uint8)

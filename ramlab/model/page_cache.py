@@ -16,6 +16,11 @@ and an ``allocated`` mask standing for QEMU's ``it_data != NULL``. An empty slot
     (0, True)
     >>> cache.insert(0x1000, bytes(4096), age=2)  # same slot, entry still fresh
     -1
+
+Bounded memory: a cache larger than the addresses it can ever see keeps only the slots those
+addresses map to (``max_addr``, see :class:`PageCache`), and without ``max_addr`` a cache is
+limited to :data:`MAX_SLOTS` slots, so ``PageCache(1 << 40)`` is a clear
+:class:`~ramlab.errors.CacheError`, not 2 GB of slot tables.
 """
 
 from __future__ import annotations
@@ -24,12 +29,17 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from ramlab import checks
 from ramlab.errors import CacheError
 
-__all__ = ["CACHED_PAGE_LIFETIME", "PageCache", "XbzrleCounters"]
+__all__ = ["CACHED_PAGE_LIFETIME", "MAX_SLOTS", "PageCache", "XbzrleCounters"]
 
 CACHED_PAGE_LIFETIME = 2  # a cached page is not replaced for two sync generations
 NO_ADDR = -1
+#: most slots without ``max_addr``: 2**26 pages (a 256 GiB cache of 4 KiB pages, 1 GiB of slot tables)
+MAX_SLOTS = 1 << 26
+#: QEMU's xbzrle_cache_resize refuses sizes that do not fit its size_t ("exceeding address space")
+MAX_CACHE_SIZE = (1 << 64) - 1
 
 
 @dataclass
@@ -59,9 +69,9 @@ class XbzrleCounters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _slot_count(cache_size: int, page_size: int, strict: bool) -> int:
-    if page_size <= 0:
-        raise CacheError(f"page size must be positive, got {page_size}")
+def _slot_count(cache_size: object, page_size: int, strict: bool, max_addr: int | None) -> tuple[int, int, int]:
+    """``(requested size, slots QEMU would have, slots kept)`` for ``cache_init(cache_size)``."""
+    cache_size = checks.integer(cache_size, "cache size", CacheError, min=0, max=MAX_CACHE_SIZE)
     if cache_size < page_size:
         raise CacheError(f"cache size {cache_size} is smaller than the target page size {page_size}")
     num_pages = cache_size // page_size
@@ -69,7 +79,13 @@ def _slot_count(cache_size: int, page_size: int, strict: bool) -> int:
         if strict:
             raise CacheError(f"number of pages {num_pages} (cache size {cache_size}) is not a power of two")
         num_pages = 1 << (num_pages.bit_length() - 1)
-    return num_pages
+    kept = num_pages
+    if max_addr is not None:  # addresses < max_addr: more slots than their pages are never used
+        kept = min(num_pages, 1 << max(0, (-(-max_addr // page_size) - 1).bit_length()))
+    if kept > MAX_SLOTS:
+        raise CacheError(f"a cache of {num_pages} pages exceeds the model's {MAX_SLOTS} slots "
+                         f"(pass max_addr, the address space it serves, to keep only the slots it can use)")
+    return cache_size, num_pages, kept
 
 
 class PageCache:
@@ -82,17 +98,30 @@ class PageCache:
 
     >>> PageCache(3 * 4096).max_num_items, PageCache(64 << 20).max_num_items
     (2, 16384)
+
+    ``max_addr`` (bytes, optional): every address the cache will see is below it. QEMU
+    allocates a cached page only on insert, so a cache larger than the guest costs it only
+    its slot table; here the slot tables are arrays, so the cache keeps ``min(slots,
+    next power of two >= max_addr / page_size)`` slots -- the same slot for every address,
+    hence the same decisions -- and refuses addresses at or above ``max_addr``.
+    ``qemu_slots`` is the count QEMU would have.
+
+    >>> c = PageCache(1 << 40, max_addr=16 << 20)   # a 1 TiB cache for a 16 MiB guest
+    >>> c.qemu_slots, c.max_num_items
+    (268435456, 4096)
     """
 
-    def __init__(self, cache_size_bytes: int, page_size: int = 4096, *, strict: bool = False) -> None:
-        self.page_size = int(page_size)
-        self.strict = strict
+    def __init__(self, cache_size_bytes: int, page_size: int = 4096, *, strict: bool = False,
+                 max_addr: int | None = None) -> None:
+        self.page_size = checks.integer(page_size, "page size", CacheError, min=1)
+        self.strict = checks.flag(strict, "strict", CacheError)
+        self.max_addr = None if max_addr is None else checks.integer(max_addr, "max_addr", CacheError, min=1)
         self.counters = XbzrleCounters()
-        self._init(int(cache_size_bytes))
+        self._init(cache_size_bytes)
 
-    def _init(self, cache_size: int) -> None:
-        self.max_num_items = _slot_count(cache_size, self.page_size, self.strict)
-        self.requested_size = cache_size
+    def _init(self, cache_size: object) -> None:
+        self.requested_size, self.qemu_slots, self.max_num_items = _slot_count(
+            cache_size, self.page_size, self.strict, self.max_addr)
         self.num_items = 0
         self.addr = np.full(self.max_num_items, NO_ADDR, np.int64)
         self.age = np.zeros(self.max_num_items, np.int64)
@@ -112,15 +141,39 @@ class PageCache:
         return self._data
 
     def slot_of(self, addr: int | np.ndarray) -> int | np.ndarray:
-        """``cache_get_cache_pos``: the slot an address maps to.
+        """``cache_get_cache_pos``: the slot an address maps to (an address or an array of them).
 
         >>> PageCache(4 * 4096).slot_of(0x5000)
         1
         """
-        return (addr // self.page_size) & (self.max_num_items - 1)
+        if isinstance(addr, np.ndarray):
+            return (self._addrs(addr) // self.page_size) & (self.max_num_items - 1)
+        return (self._addr(addr) // self.page_size) & (self.max_num_items - 1)
+
+    def _addr(self, addr: object) -> int:
+        hi = checks.MAX_INT if self.max_addr is None else self.max_addr - 1
+        return checks.integer(addr, "cache address", CacheError, min=0, max=hi)
+
+    def _addrs(self, addrs: object) -> np.ndarray:
+        """Addresses as int64, checked in one pass: integers in ``0 .. max_addr - 1``."""
+        try:
+            a = np.asarray(addrs)
+        except (TypeError, ValueError, OverflowError):
+            a = None
+        if a is None or (a.size and a.dtype.kind not in "iu") or a.ndim > 1:
+            raise CacheError(f"cache addresses must be a 1-D integer array, found {checks.describe(addrs)}")
+        a = a.reshape(-1)
+        if a.size:
+            lo, hi = int(a.min()), int(a.max())
+            if lo < 0 or hi > (checks.MAX_INT if self.max_addr is None else self.max_addr - 1):
+                raise CacheError(f"cache addresses must lie in 0..{(self.max_addr or checks.MAX_INT + 1) - 1}, "
+                                 f"found {lo if lo < 0 else hi}")
+        return a.astype(np.int64, copy=False)
 
     def is_cached(self, addr: int, age: int) -> bool:
         """``cache_is_cached``: True if the slot holds ``addr``; a hit refreshes its age."""
+        addr = self._addr(addr)
+        age = checks.integer(age, "age", CacheError)
         s = self.slot_of(addr)
         if self.addr[s] == addr:
             self.age[s] = age
@@ -133,7 +186,7 @@ class PageCache:
         Like QEMU there is no tag check: call :meth:`is_cached` first. The sender writes
         the new page into this view after a successful XBZRLE encode.
         """
-        s = self.slot_of(addr)
+        s = self.slot_of(self._addr(addr))
         return self.data[s] if self.allocated[s] else None
 
     def insert(self, addr: int, data: bytes | bytearray | memoryview | np.ndarray, age: int) -> int:
@@ -144,6 +197,8 @@ class PageCache:
         succeeds. (QEMU also returns -1 when allocating the page fails; not modelled.)
         """
         page = self._page(data)
+        addr = self._addr(addr)
+        age = checks.integer(age, "age", CacheError)
         s = self.slot_of(addr)
         if self.allocated[s] and self.addr[s] != addr and self.age[s] + CACHED_PAGE_LIFETIME > age:
             return -1
@@ -161,10 +216,10 @@ class PageCache:
         The comparison is with the size last *requested* (QEMU compares with the
         ``xbzrle-cache-size`` parameter, before rounding). On error the old cache stays.
         """
-        new_size = int(new_size)
+        new_size = checks.integer(new_size, "cache size", CacheError, min=0, max=MAX_CACHE_SIZE)
         if new_size == self.requested_size:
             return
-        _slot_count(new_size, self.page_size, self.strict)  # validate before dropping content
+        _slot_count(new_size, self.page_size, self.strict, self.max_addr)  # validate before dropping content
         self._init(new_size)
 
     # --- batch forms ----------------------------------------------------------------
@@ -178,7 +233,8 @@ class PageCache:
         >>> c.lookup_batch(np.array([0x1000, 0x5000, 0x2000]), age=3).tolist(), int(c.age[1])
         ([True, False, False], 3)
         """
-        addrs = np.asarray(addrs, np.int64)
+        addrs = self._addrs(addrs)
+        age = checks.integer(age, "age", CacheError)
         slots = self.slot_of(addrs)
         hit = self.addr[slots] == addrs
         self.age[slots[hit]] = age
@@ -197,11 +253,12 @@ class PageCache:
         >>> c.insert_batch(np.array([0x0, 0x2000, 0x0]), pages, age=5).tolist(), int(c.data[0, 0])
         ([True, False, True], 2)
         """
-        addrs = np.asarray(addrs, np.int64)
-        pages2d = np.asarray(pages2d)
-        if pages2d.dtype != np.uint8 or pages2d.shape != (addrs.size, self.page_size):
+        addrs = self._addrs(addrs)
+        age = checks.integer(age, "age", CacheError)
+        if not isinstance(pages2d, np.ndarray) or pages2d.dtype != np.uint8 or \
+                pages2d.shape != (addrs.size, self.page_size):
             raise CacheError(f"pages2d must be uint8 of shape ({addrs.size}, {self.page_size}), "
-                             f"got {pages2d.dtype} {pages2d.shape}")
+                             f"found {checks.describe(pages2d)}")
         slots = self.slot_of(addrs)
         uniq, first, inverse = np.unique(slots, return_index=True, return_inverse=True)
         evictable = ~self.allocated[uniq] | (self.age[uniq] + CACHED_PAGE_LIFETIME <= age)
@@ -221,10 +278,12 @@ class PageCache:
         return ok
 
     def _page(self, data) -> np.ndarray:
-        page = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
-        if page.dtype != np.uint8 or page.size != self.page_size:
-            raise CacheError(f"page data must be {self.page_size} uint8 bytes, got {page.dtype} x {page.size}")
-        return page.reshape(-1)
+        if isinstance(data, np.ndarray) and data.dtype == np.uint8:
+            data = data.reshape(-1)
+        page = checks.buffer(data, "page data", CacheError)
+        if page.size != self.page_size:
+            raise CacheError(f"page data must be {self.page_size} uint8 bytes, found {page.size}")
+        return page
 
     def __repr__(self) -> str:
         return (f"PageCache(slots={self.max_num_items}, page_size={self.page_size}, "

@@ -76,6 +76,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ramlab import checks
 from ramlab.constants import (
     MIG_CMD_OPEN_RETURN_PATH,
     MIG_CMD_PING,
@@ -96,7 +97,13 @@ from ramlab.model.postcopy_plan import (
     plan_discards,
     recv_bitmap_to_dirty,
 )
-from ramlab.model.sender import MigrationParams, RamSender, SenderResult
+from ramlab.model.sender import (
+    MAX_BANDWIDTH,
+    MigrationParams,
+    RamSender,
+    SenderResult,
+    check_window_budget,
+)
 from ramlab.model.workloads import Workload, _unique
 from ramlab.trace import PageClass
 from ramlab.wire import events as ev
@@ -139,14 +146,16 @@ class PostcopyParams:
     device_events: Sequence[ev.Event] = ()
 
     def validate(self, p: MigrationParams) -> PostcopyParams:
-        if self.after_passes < 0:
-            raise SimulationError("postcopy after_passes must be >= 0")
-        if self.discard_algorithm not in ("seed", "modern"):
-            raise SimulationError("discard_algorithm must be 'seed' or 'modern'")
-        if self.bandwidth < 0:
-            raise SimulationError("max-postcopy-bandwidth must be >= 0")
-        if self.pause_after is not None and self.pause_after < 1:
-            raise SimulationError("pause_after must be >= 1 page")
+        E = SimulationError
+        self.after_passes = checks.integer(self.after_passes, "postcopy after_passes", E, min=0)
+        self.discard_algorithm = checks.choice(self.discard_algorithm, "discard_algorithm",  # type: ignore[assignment]
+                                               ("seed", "modern"), E)
+        self.bandwidth = checks.integer(self.bandwidth, "max-postcopy-bandwidth (bytes/s)", E, min=0,
+                                        max=MAX_BANDWIDTH)
+        check_window_budget(self.bandwidth, "max-postcopy-bandwidth")
+        self.release_ram = checks.flag(self.release_ram, "release_ram", E)
+        if self.pause_after is not None:
+            self.pause_after = checks.integer(self.pause_after, "pause_after (pages)", E, min=1)
         if p.compress:
             raise SimulationError("QEMU 7.2 refuses compress together with postcopy-ram")
         return self
@@ -327,7 +336,9 @@ class PostcopySender(RamSender):
             if self._switch_pending or self.pc.after_passes == 0 or (
                     self.switchover is not None and self.switchover(self)):
                 switched = True
+                self.reason = "postcopy"
                 break
+            self._check_budgets()
             if self.forced:
                 converged = False
                 break
@@ -341,14 +352,14 @@ class PostcopySender(RamSender):
                 self._write(e, event_size(e))
             self.rp_events.append(Shut(0))
             res = SenderResult(self.events, self._trace(), self._final_counters(), converged, self.now,
-                               self.guest.ram(copy=False), self.log)
+                               self.guest.ram(copy=False), self.log, self.reason)
             data = encode_stream(res.events) if self.emit else b""
             return PostcopyOutcome(res, False, [data], [encode_return_path(self.rp_events)], list(self.rp_events),
                                    destination_received=~self.unsent)
         return self._postcopy()
 
     def _end_window(self) -> None:
-        if self.window_used > self.budget:  # migration_rate_limit: the 100 ms window is over
+        if self.window_used > self.budget:  # migration_rate_limit: the 100 ms window is over (or no limit)
             self.window_used = 0
             self.windows += 1
             self.threshold = self.p.bandwidth * self.p.downtime_limit_ms / 1000.0
@@ -469,6 +480,12 @@ class PostcopySender(RamSender):
         paused = False
         pause_at = self.pc.pause_after
         while self.migration_dirty_pages > 0:
+            if self.budget and self.now > self.p.max_time_s:
+                # time budget spent: the rate limit is lifted, the rest goes in one window
+                self.budget = 0
+                self.reason = "max_time_s"
+                self.log.append({"pass": len(self._passes) - 1, "kind": "budget", "budget": "max_time_s",
+                                 "time_ms": self._now_ms(), "remaining": self.migration_dirty_pages})
             self._dest_run()
             mark = (len(self.events), self.pos)
             self._window_pages = []
@@ -517,7 +534,7 @@ class PostcopySender(RamSender):
         else:
             all_events = self.events
         res = SenderResult(all_events, self._trace(), self._final_counters(), False, self.now,
-                           self.guest.ram(copy=False), self.log)
+                           self.guest.ram(copy=False), self.log, self.reason)
         res.trace.meta["postcopy"] = True
         return PostcopyOutcome(res, True, streams, rps, rp_all, dict(self.plans), self.dst_received.copy(), paused)
 

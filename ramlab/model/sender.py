@@ -36,7 +36,10 @@ search plus the extra passes started when a page comes again within a lap, see
 :meth:`RamSender._repeat_pass`): when ``max_passes - 1`` precopy passes are done and another
 one would start, the migration is forced to complete (``converged`` is then False), like
 raising ``downtime-limit``, so a forced run has exactly ``max_passes`` trace passes (the last
-one ``complete``) and a converged one at most that many.
+one ``complete``) and a converged one at most that many. The budgets ``max_time_s`` (simulated
+seconds) and ``max_pages`` (pages handled) force the completion the same way, checked before
+each rate-limit window, so such a run may have fewer passes; ``SenderResult.reason`` says which
+limit ended precopy.
 
 Seed vs QEMU 7.2 (the seed is followed; 7.2 destinations accept both):
 
@@ -77,6 +80,7 @@ from typing import Any
 
 import numpy as np
 
+from ramlab import checks
 from ramlab.constants import (
     ENCODING_FLAG_XBZRLE,
     QEMU_VM_SECTION_END,
@@ -90,7 +94,7 @@ from ramlab.constants import (
 )
 from ramlab.errors import SimulationError
 from ramlab.model.guest import TARGET_PAGE_SIZE, Guest
-from ramlab.model.page_cache import PageCache
+from ramlab.model.page_cache import MAX_CACHE_SIZE, PageCache
 from ramlab.model.workloads import Workload
 from ramlab.trace import PageClass, Trace
 from ramlab.wire import events as ev
@@ -104,6 +108,7 @@ _XBZRLE_HEAD = ram_record_size(RAM_SAVE_FLAG_XBZRLE, TPS)  # + the delta
 _COMP_HEAD = ram_record_size(RAM_SAVE_FLAG_COMPRESS_PAGE, TPS)  # + the zlib stream
 SNAPSHOT_BYTES = 64 << 20  # page snapshots kept for XbzrleDeltaView
 XFER_LIMIT_RATIO = 10  # migration.c: rate limit = max-bandwidth / 10 per 100 ms window
+_PART_HEADER = 5  # bytes of a QEMU_VM_SECTION_PART header
 BUFFER_DELAY_S = 0.1
 CPU_THROTTLE_PCT_MIN, CPU_THROTTLE_PCT_MAX = 1, 99
 MAX_RUN = 8192  # events: largest RamPages run (the decoder's default max_run)
@@ -126,13 +131,42 @@ GAUGES = ("dirty_sync_count", "dirty_pages_rate", "remaining", "cpu_throttle_per
           "xbzrle_cache_miss_rate", "xbzrle_cache_items")
 
 
+#: QEMU's MAX_MIGRATE_DOWNTIME: ``downtime-limit`` is 0..2000 s
+MAX_DOWNTIME_MS = 2_000_000
+#: the model's largest ``max-bandwidth`` (1 PiB/s; QEMU allows up to SIZE_MAX): keeps byte counts in int64
+MAX_BANDWIDTH = 1 << 50
+#: the model's largest ``max_passes`` (the trace keeps 5-6 bytes per page per pass)
+MAX_PASSES = 1000
+
+
+def check_window_budget(bandwidth: int, name: str) -> None:
+    """QEMU's rate limit is ``bandwidth / 10`` bytes per 100 ms window (0: no limit). A limit of
+    1..4 bytes is below a RAM section header (5 bytes, written before the first page is
+    considered), so no page would ever be sent: QEMU would spin forever; refused here."""
+    limit = bandwidth // XFER_LIMIT_RATIO
+    if 0 < limit < _PART_HEADER:
+        raise SimulationError(f"{name} of {bandwidth} B/s allows {limit} byte(s) per 100 ms window, less than a "
+                              f"{_PART_HEADER}-byte section header: no page would ever be sent (use >= "
+                              f"{_PART_HEADER * XFER_LIMIT_RATIO} B/s, or < {XFER_LIMIT_RATIO} B/s for no limit)")
+
+
 @dataclass
 class MigrationParams:
     """Migration capabilities and parameters (QEMU's defaults unless noted).
 
-    ``bandwidth`` is ``max-bandwidth`` in bytes/s (QEMU default 32 MiB/s);
-    ``downtime_limit_ms`` is ``downtime-limit`` (QEMU default 300);
-    ``xbzrle_cache_size`` must be a power-of-two multiple of 4096 (QEMU >= 2.11).
+    ``bandwidth`` is ``max-bandwidth`` in bytes/s (QEMU default 32 MiB/s; here 1 .. 2**50);
+    ``downtime_limit_ms`` is ``downtime-limit`` (QEMU default 300, range 0 .. 2 000 000);
+    ``xbzrle_cache_size`` must be a power-of-two multiple of 4096 (QEMU >= 2.11; a cache larger
+    than the guest is accepted, as QEMU >= 2.11 does, and only the slots the guest can use are
+    kept); ``cpu_throttle_initial`` / ``cpu_throttle_increment`` are 1..99 like QEMU's.
+
+    The run's budgets (modelling limits, not QEMU parameters): ``max_passes`` (2 .. 1000) bounds
+    the trace's passes, the completion pass included; ``max_time_s`` the simulated seconds and
+    ``max_pages`` the pages handled before precopy is forced to complete. A run stopped by a
+    budget ends quickly with ``converged=False`` and says which budget in ``reason``: a hopeless
+    configuration (``bandwidth=1``, a guest dirtying faster than the link) costs bounded wall time.
+    :meth:`validate` checks every field (types too: no bools, NaN or infinity where numbers are
+    expected) and normalises numbers to Python ints/floats.
     """
 
     bandwidth: int = 32 << 20
@@ -145,19 +179,32 @@ class MigrationParams:
     cpu_throttle_initial: int = 20
     cpu_throttle_increment: int = 10
     max_passes: int = 30  # bound on the trace's passes, the completion pass included
+    max_time_s: float = 1200.0  # budget: simulated seconds of precopy (12 000 rate-limit windows)
+    max_pages: int = 1 << 24  # budget: pages handled in precopy (16 Mi pages = 64 GiB sent)
 
     def validate(self) -> MigrationParams:
-        if self.bandwidth <= 0:
-            raise SimulationError("bandwidth (max-bandwidth) must be > 0 bytes/s")
-        if self.downtime_limit_ms < 0:
-            raise SimulationError("downtime_limit_ms must be >= 0")
+        E = SimulationError
+        self.bandwidth = checks.integer(self.bandwidth, "bandwidth (max-bandwidth, bytes/s)", E, min=1,
+                                        max=MAX_BANDWIDTH)
+        self.downtime_limit_ms = checks.number(self.downtime_limit_ms, "downtime_limit_ms", E, min=0,
+                                               max=MAX_DOWNTIME_MS)
+        self.xbzrle = checks.flag(self.xbzrle, "xbzrle", E)
+        self.compress = checks.flag(self.compress, "compress", E)
+        self.auto_converge = checks.flag(self.auto_converge, "auto_converge", E)
+        self.xbzrle_cache_size = checks.integer(self.xbzrle_cache_size, "xbzrle_cache_size", E, min=0,
+                                                max=MAX_CACHE_SIZE)
         n = self.xbzrle_cache_size // TPS
         if self.xbzrle and (self.xbzrle_cache_size < TPS or n & (n - 1) or self.xbzrle_cache_size % TPS):
-            raise SimulationError("xbzrle cache size must be a power of two >= 4096 bytes (QEMU >= 2.11)")
-        if not 0 <= self.compress_level <= 9:
-            raise SimulationError("compress_level must be 0..9")
-        if self.max_passes < 2:
-            raise SimulationError("max_passes must be >= 2 (the bulk pass and the completion pass)")
+            raise E("xbzrle cache size must be a power of two >= 4096 bytes (QEMU >= 2.11)")
+        self.compress_level = checks.integer(self.compress_level, "compress_level", E, min=0, max=9)
+        self.cpu_throttle_initial = checks.integer(self.cpu_throttle_initial, "cpu_throttle_initial", E, min=1,
+                                                   max=99)
+        self.cpu_throttle_increment = checks.integer(self.cpu_throttle_increment, "cpu_throttle_increment", E,
+                                                     min=1, max=99)
+        check_window_budget(self.bandwidth, "bandwidth (max-bandwidth)")
+        self.max_passes = checks.integer(self.max_passes, "max_passes", E, min=2, max=MAX_PASSES)
+        self.max_time_s = checks.number(self.max_time_s, "max_time_s", E, min=0)
+        self.max_pages = checks.integer(self.max_pages, "max_pages", E, min=1)
         return self
 
 
@@ -172,6 +219,9 @@ class SenderResult:
     time_s: float
     final_ram: dict[str, np.ndarray]  # views of the guest's memory (the guest has stopped)
     log: list[dict] = field(default_factory=list)
+    #: why precopy ended: "converged", "max_passes", "max_time_s", "max_pages", "switchover" (the
+    #: hook completed it) or "postcopy" (the postcopy model switched)
+    reason: str = "converged"
 
 
 class _LazyRows:
@@ -329,7 +379,10 @@ class RamSender:
         self.iterations_prev = 0
         self.xbzrle_cache_miss_prev = 0
         self.throttle = 0
-        self.cache = PageCache(self.p.xbzrle_cache_size, TPS, strict=True) if self.p.xbzrle else None
+        # the cache serves the guest's ram_addr_t space only: it keeps no more slots than that has pages
+        max_addr = (int(guest.ram_page.max()) + 1) * TPS if n else TPS
+        self.cache = PageCache(self.p.xbzrle_cache_size, TPS, strict=True, max_addr=max_addr) \
+            if self.p.xbzrle else None
         self.comp_pending: tuple[int, int, bytes] | None = None  # worker 0's buffer: (block, page, zlib)
         # counters (QEMU names, underscores)
         self.c: dict[str, float] = {k: 0 for k in CUMULATIVE + GAUGES}
@@ -342,6 +395,7 @@ class RamSender:
         self.threshold = 0.0  # set at the first rate-limit window update, like s->threshold_size
         self.lap = 0
         self.forced = False
+        self.reason = "converged"  # see SenderResult.reason
         self._completing = False
         self.repeats = 0  # passes started because a page came again within a lap
         self._stopping = False  # the pass limit stopped the current chunk
@@ -492,8 +546,11 @@ class RamSender:
             pending = self.ram_save_pending()
             if pending == 0 or pending < self.threshold:
                 break
+            self._check_budgets()
             if self.forced or (self.switchover is not None and self.switchover(self)):
                 converged = not self.forced and pending < self.threshold
+                if not self.forced:
+                    self.reason = "switchover"
                 break
             self._iterate()
             if self.window_used > self.budget:  # migration_rate_limit: the 100 ms window is over
@@ -506,7 +563,22 @@ class RamSender:
         for e in self.epilogue:
             self._write(e, event_size(e))
         return SenderResult(self.events, self._trace(), self._final_counters(), converged, self.now,
-                            self.guest.ram(copy=False), self.log)
+                            self.guest.ram(copy=False), self.log, self.reason)
+
+    def _check_budgets(self) -> None:
+        """Before each iteration: past ``max_time_s`` simulated seconds or ``max_pages`` pages
+        handled, precopy is forced to complete (``converged=False``; ``reason`` names the budget)."""
+        if self.forced:
+            return
+        if self.now > self.p.max_time_s:
+            self.reason = "max_time_s"
+        elif self.c["pages_handled"] >= self.p.max_pages:
+            self.reason = "max_pages"
+        else:
+            return
+        self.forced = True
+        self.log.append({"pass": len(self._passes), "kind": "budget", "budget": self.reason,
+                         "time_ms": self._now_ms(), "pages_handled": int(self.c["pages_handled"])})
 
     def _mem_size_record(self) -> ev.RamMemSize:
         """The ``MEM_SIZE`` record of the setup section (the postcopy model adds page sizes)."""
@@ -582,7 +654,7 @@ class RamSender:
     def _save_loop(self, last_stage: bool) -> str:
         """``while !rate_limited: ram_find_and_save_block()``, a chunk of pages at a time."""
         while True:
-            if not last_stage and self.window_used > self.budget:
+            if not last_stage and self._rate_limited():
                 return LIMITED
             if self._serve_queue(last_stage):
                 continue
@@ -592,7 +664,7 @@ class RamSender:
                 start = g + 1  # bulk stage: "start + 1", no bitmap search
             stop = self.last_seen if self.complete_round else self.n
             left = max(self.budget - self.window_used, 0)
-            k = _CHUNK_MAX if last_stage else int(min(_CHUNK_MAX, max(256, 2 * left // TPS + 64)))
+            k = _CHUNK_MAX if last_stage or not self.budget else int(min(_CHUNK_MAX, max(256, 2 * left // TPS + 64)))
             cand = self._next_dirty(min(start, self.n), stop, k)
             if cand.size and self.ratio[self.block_of[cand[-1]]] > 1:
                 # ram_save_host_page sends the rest of the last host page without a rate-limit check
@@ -627,6 +699,11 @@ class RamSender:
         """``get_queued_page``: send a requested host page first (postcopy); True if one was sent."""
         return False
 
+    def _rate_limited(self) -> bool:
+        """``qemu_file_rate_limit``: more than the window's budget written; a budget of 0 (a
+        bandwidth below 10 B/s) means no limit, as in QEMU."""
+        return 0 < self.budget < self.window_used
+
     def _pass_limit(self) -> int:
         """Precopy passes (trace count) after which no further one may start: ``max_passes - 1``."""
         return self.p.max_passes - 1
@@ -638,6 +715,7 @@ class RamSender:
         """The iteration ends because the pass limit is reached: forced completion."""
         self._stopping = False
         self.forced = True
+        self.reason = "max_passes"
         return FORCED
 
     def _would_repeat(self, g: int, last_stage: bool) -> bool:
@@ -671,7 +749,7 @@ class RamSender:
     # ------------------------------------------------------------------ the decision chain
     def _cut(self, cand: np.ndarray, nbytes: np.ndarray, last_stage: bool) -> int:
         """Pages processed before ``qemu_file_rate_limit`` stops the loop (whole host pages)."""
-        if last_stage:
+        if last_stage or not self.budget:
             return cand.size
         before = self.window_used + np.cumsum(nbytes) - nbytes
         fail = before > self.budget
@@ -866,7 +944,7 @@ class RamSender:
         for i in range(cand.size):
             g = int(cand[i])
             first_of_host = i == 0 or hp[i] != hp[i - 1]
-            if not last_stage and first_of_host and self.window_used > self.budget:
+            if not last_stage and first_of_host and self._rate_limited():
                 return
             b = int(self.block_of[g])
             bstart = int(self.block_start[b])

@@ -35,11 +35,23 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ramlab import checks
 from ramlab.errors import SimulationError
 from ramlab.model.guest import MAIN_BLOCK, TARGET_PAGE_SIZE, Guest
 
 _POOL_PAGES = 64
 _WORDS = TARGET_PAGE_SIZE // 8
+#: the largest dirty rate (1 PiB/s): keeps page counts exact in float64
+MAX_DIRTY_RATE = 1 << 50
+#: page writes per step at most, as a multiple of the block's pages: beyond it practically every
+#: page is written anyway (a uniform pick misses a page with probability e**-16), and a slow link
+#: (long steps) times a high rate would otherwise draw billions of random pages per step
+MAX_WRITES_PER_PAGE = 16
+E = SimulationError
+
+
+def _fraction(value: object, name: str, lo: float = 0.0, hi: float = 1.0) -> float:
+    return checks.number(value, name, E, min=lo, max=hi)
 
 
 class Workload:
@@ -56,14 +68,15 @@ class Workload:
                  block: str = MAIN_BLOCK, fill: float = 0.5, **params: Any) -> None:
         if params:
             raise SimulationError(f"workload {self.name!r}: unknown parameters {sorted(params)}")
-        if dirty_rate < 0:
-            raise SimulationError("dirty_rate must be >= 0")
-        if not 0.0 <= fill <= 1.0:
-            raise SimulationError("fill must be within 0..1")
-        self.dirty_rate = float(dirty_rate)
-        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.dirty_rate = checks.number(dirty_rate, "dirty_rate (bytes/s)", E, min=0, max=MAX_DIRTY_RATE)
+        if isinstance(seed, np.random.Generator):
+            self.rng = seed
+        else:
+            self.rng = np.random.default_rng(checks.integer(seed, "seed", E, min=0, max=(1 << 128) - 1))
+        if not isinstance(block, str):
+            raise SimulationError(f"block must be a RAM block name, found {checks.describe(block)}")
         self.block_name = block
-        self.fill = fill
+        self.fill = _fraction(fill, "fill")
         self._carry = 0.0
         self.start = 0
         self.n = 0
@@ -96,8 +109,13 @@ class Workload:
 
     # ------------------------------------------------------------------ running
     def pages_for(self, dt: float, throttle: float = 0.0) -> int:
-        """How many page writes ``dt`` seconds allow at the throttled rate (fractions carried)."""
+        """How many page writes ``dt`` seconds allow at the throttled rate (fractions carried), at
+        most :data:`MAX_WRITES_PER_PAGE` times the block's pages."""
         x = self._carry + self.dirty_rate * max(0.0, 1.0 - throttle / 100.0) * max(dt, 0.0) / TARGET_PAGE_SIZE
+        cap = MAX_WRITES_PER_PAGE * max(self.n, 1)
+        if not x < cap:  # NaN included
+            self._carry = 0.0
+            return cap
         k = int(x)
         self._carry = x - k
         return k
@@ -149,7 +167,7 @@ class UniformWorkload(Workload):
     def __init__(self, dirty_rate: float = 8 << 20, seed: int | np.random.Generator = 0, *,
                  writes_per_page: int = 4, **kw: Any) -> None:
         super().__init__(dirty_rate, seed, **kw)
-        self.writes_per_page = int(writes_per_page)
+        self.writes_per_page = checks.integer(writes_per_page, "writes_per_page", E, min=1, max=_WORDS)
 
     def write(self, guest: Guest, pages: np.ndarray) -> None:
         _poke_words(guest, pages, self.writes_per_page, self.rng)
@@ -163,10 +181,10 @@ class HotsetWorkload(UniformWorkload):
     def __init__(self, dirty_rate: float = 8 << 20, seed: int | np.random.Generator = 0, *,
                  hot_fraction: float = 0.05, hot_prob: float = 0.95, **kw: Any) -> None:
         super().__init__(dirty_rate, seed, **kw)
-        if not 0 < hot_fraction <= 1 or not 0 <= hot_prob <= 1:
-            raise SimulationError("hot_fraction must be in (0, 1] and hot_prob in [0, 1]")
-        self.hot_fraction = hot_fraction
-        self.hot_prob = hot_prob
+        self.hot_fraction = _fraction(hot_fraction, "hot_fraction")
+        if self.hot_fraction <= 0:
+            raise SimulationError("hot_fraction must be > 0 (a fraction of the pages in (0, 1])")
+        self.hot_prob = _fraction(hot_prob, "hot_prob")
         self.hot = np.zeros(0, np.int64)
 
     def setup(self, guest: Guest) -> None:
@@ -190,7 +208,7 @@ class SweepWorkload(Workload):
     def __init__(self, dirty_rate: float = 8 << 20, seed: int | np.random.Generator = 0, *,
                  span: int = 256, **kw: Any) -> None:
         super().__init__(dirty_rate, seed, **kw)
-        self.span = max(1, min(int(span), TARGET_PAGE_SIZE))
+        self.span = min(checks.integer(span, "span", E, min=1), TARGET_PAGE_SIZE)
         self.cursor = 0
         self.sweep = 0
 
@@ -213,8 +231,10 @@ class CounterWorkload(Workload):
     def __init__(self, dirty_rate: float = 8 << 20, seed: int | np.random.Generator = 0, *,
                  working_set: float = 0.25, counters_per_page: int = 2, **kw: Any) -> None:
         super().__init__(dirty_rate, seed, **kw)
-        self.working_set = working_set
-        self.counters_per_page = max(1, int(counters_per_page))
+        self.working_set = _fraction(working_set, "working_set")
+        if self.working_set <= 0:
+            raise SimulationError("working_set must be in (0, 1]")
+        self.counters_per_page = checks.integer(counters_per_page, "counters_per_page", E, min=1, max=_WORDS - 8)
         self.ws = np.zeros(0, np.int64)
 
     def setup(self, guest: Guest) -> None:
@@ -239,7 +259,7 @@ class ZeroingWorkload(Workload):
     def __init__(self, dirty_rate: float = 8 << 20, seed: int | np.random.Generator = 0, *,
                  refill: float = 0.5, **kw: Any) -> None:
         super().__init__(dirty_rate, seed, **kw)
-        self.refill = refill
+        self.refill = _fraction(refill, "refill")
 
     def write(self, guest: Guest, pages: np.ndarray) -> None:
         data = self.rng.random(pages.size) < self.refill
@@ -276,7 +296,7 @@ class ReplayWorkload(Workload):
         if capture is None:
             raise SimulationError("the replay workload needs capture=<a Trace>")
         self.capture = capture
-        self.loop = loop
+        self.loop = checks.flag(loop, "loop", E)
         self.sequence = np.zeros(0, np.int64)  # global guest pages, pass after pass
         self.pass_bounds = np.zeros(1, np.int64)
         self.pos = 0
@@ -342,7 +362,7 @@ def make_workload(name: str | Workload, dirty_rate: float | None = None, seed: i
     """
     if isinstance(name, Workload):
         return name
-    cls = WORKLOADS.get(name)
+    cls = WORKLOADS.get(name) if isinstance(name, str) else None
     if cls is None:
         raise SimulationError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
     if dirty_rate is not None:
