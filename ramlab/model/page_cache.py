@@ -147,8 +147,11 @@ class PageCache:
         1
         """
         if isinstance(addr, np.ndarray):
-            return (self._addrs(addr) // self.page_size) & (self.max_num_items - 1)
-        return (self._addr(addr) // self.page_size) & (self.max_num_items - 1)
+            return self._slot(self._addrs(addr))
+        return self._slot(self._addr(addr))
+
+    def _slot(self, addr: int | np.ndarray) -> int | np.ndarray:
+        return (addr // self.page_size) & (self.max_num_items - 1)
 
     def _addr(self, addr: object) -> int:
         hi = checks.MAX_INT if self.max_addr is None else self.max_addr - 1
@@ -174,7 +177,7 @@ class PageCache:
         """``cache_is_cached``: True if the slot holds ``addr``; a hit refreshes its age."""
         addr = self._addr(addr)
         age = checks.integer(age, "age", CacheError)
-        s = self.slot_of(addr)
+        s = self._slot(addr)
         if self.addr[s] == addr:
             self.age[s] = age
             return True
@@ -186,7 +189,7 @@ class PageCache:
         Like QEMU there is no tag check: call :meth:`is_cached` first. The sender writes
         the new page into this view after a successful XBZRLE encode.
         """
-        s = self.slot_of(self._addr(addr))
+        s = self._slot(self._addr(addr))
         return self.data[s] if self.allocated[s] else None
 
     def insert(self, addr: int, data: bytes | bytearray | memoryview | np.ndarray, age: int) -> int:
@@ -199,7 +202,7 @@ class PageCache:
         page = self._page(data)
         addr = self._addr(addr)
         age = checks.integer(age, "age", CacheError)
-        s = self.slot_of(addr)
+        s = self._slot(addr)
         if self.allocated[s] and self.addr[s] != addr and self.age[s] + CACHED_PAGE_LIFETIME > age:
             return -1
         if not self.allocated[s]:
@@ -235,7 +238,7 @@ class PageCache:
         """
         addrs = self._addrs(addrs)
         age = checks.integer(age, "age", CacheError)
-        slots = self.slot_of(addrs)
+        slots = self._slot(addrs)
         hit = self.addr[slots] == addrs
         self.age[slots[hit]] = age
         return hit
@@ -259,7 +262,7 @@ class PageCache:
                 pages2d.shape != (addrs.size, self.page_size):
             raise CacheError(f"pages2d must be uint8 of shape ({addrs.size}, {self.page_size}), "
                              f"found {checks.describe(pages2d)}")
-        slots = self.slot_of(addrs)
+        slots = self._slot(addrs)
         uniq, first, inverse = np.unique(slots, return_index=True, return_inverse=True)
         evictable = ~self.allocated[uniq] | (self.age[uniq] + CACHED_PAGE_LIFETIME <= age)
         owner = np.where(evictable, addrs[first], self.addr[uniq])

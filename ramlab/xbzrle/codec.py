@@ -250,14 +250,17 @@ def _check_batch(ret: object, offsets: object, buffer: object) -> tuple[np.ndarr
     r, off = arrays
     if off.size != r.size + 1:
         raise XbzrleError(f"inconsistent EncodedBatch: {r.size} pages need {r.size + 1} offsets, found {off.size}")
-    lengths = np.diff(off)
-    if off[0] < 0 or off[-1] > buf.size or (lengths < 0).any():
-        bad = int(np.argmax(lengths < 0)) if (lengths < 0).any() else (0 if off[0] < 0 else r.size)
-        raise XbzrleError(f"inconsistent EncodedBatch: offsets must rise from >= 0 to at most the buffer's "
-                          f"{buf.size} bytes, found offsets[{bad}:{bad + 2}] = {off[bad:bad + 2].tolist()}")
-    wrong = lengths != np.maximum(r, 0)
-    if wrong.any():
-        i = int(np.argmax(wrong))
+    # offsets[i + 1] == offsets[i] + max(ret[i], 0) makes the offsets non-decreasing: with the two
+    # ends in range, every page's bytes lie inside the buffer. One temporary, three passes.
+    expect = np.maximum(r, 0)
+    expect += off[:-1]
+    if off[0] < 0 or off[-1] > buf.size or not np.array_equal(expect, off[1:]):
+        lengths = np.diff(off)
+        if off[0] < 0 or off[-1] > buf.size or (lengths < 0).any():
+            bad = int(np.argmax(lengths < 0)) if (lengths < 0).any() else (0 if off[0] < 0 else r.size)
+            raise XbzrleError(f"inconsistent EncodedBatch: offsets must rise from >= 0 to at most the buffer's "
+                              f"{buf.size} bytes, found offsets[{bad}:{bad + 2}] = {off[bad:bad + 2].tolist()}")
+        i = int(np.argmax(lengths != np.maximum(r, 0)))
         raise XbzrleError(f"inconsistent EncodedBatch: page {i} has ret {int(r[i])} but "
                           f"{int(lengths[i])} encoded bytes")
     return r, off, buf
