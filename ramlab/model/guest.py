@@ -21,6 +21,7 @@ lazily backed by the OS, so a 4 GiB guest that is mostly zero costs little memor
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
