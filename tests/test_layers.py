@@ -3,7 +3,7 @@
 Every ``import`` / ``from ... import`` between ramlab's modules (top level and inside functions)
 is read with :mod:`ast`. The layers, lowest first::
 
-    constants, errors                       (shared by all)
+    constants, errors, checks               (shared by all; checks: argument validation)
     wire, xbzrle, io, sparse                bytes <-> events, reading and writing files
     model, trace, data                      what QEMU's two sides hold and do; per-pass arrays; bundled data
     plots                                   bokeh figures and reductions, no ipywidgets
@@ -22,7 +22,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "ramlab"
 
 RANK = {
-    "constants": 0, "errors": 0, "__init__": 9, "__main__": 9,
+    "constants": 0, "errors": 0, "checks": 0, "__init__": 9, "__main__": 9,
     "wire": 1, "xbzrle": 1, "io": 1, "sparse": 1,
     "model": 2, "trace": 2, "data": 2,
     "plots": 3,
