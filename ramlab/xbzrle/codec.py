@@ -323,7 +323,8 @@ class EncodedBatch:
 
     def __getitem__(self, i: int) -> bytes | None:
         n = len(self)
-        k = checks.integer(i, "EncodedBatch index", XbzrleError)
+        # fast path for the sender, which takes every XBZRLE payload of a chunk this way
+        k = i if type(i) is int else checks.integer(i, "EncodedBatch index", XbzrleError)
         k += n if k < 0 else 0
         if not 0 <= k < n:
             raise XbzrleError(f"EncodedBatch index {i} outside 0..{n - 1}")
