@@ -183,6 +183,16 @@ class SimulationResult:
         lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]
         return "\n".join(lines)
 
+    @property
+    def status(self) -> str:
+        """How the run ended, in words: converged, or which limit stopped it."""
+        p = self.params
+        return "converged" if self.converged else {
+            "max_passes": f"did not converge in {p.get('max_passes')} passes",
+            "max_time_s": f"stopped by the time budget ({p.get('max_time_s')} s simulated)",
+            "max_pages": f"stopped by the page budget ({p.get('max_pages')} pages)",
+            "postcopy": "switched to postcopy"}.get(self.reason, self.reason)
+
     def _repr_html_(self) -> str:
         rows = self.pass_table()
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in (rows[0] if rows else {}))
@@ -190,11 +200,7 @@ class SimulationResult:
             "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows
         )
         p = self.params
-        status = "converged" if self.converged else {
-            "max_passes": f"did not converge in {p.get('max_passes')} passes",
-            "max_time_s": f"stopped by the time budget ({p.get('max_time_s')} s simulated)",
-            "max_pages": f"stopped by the page budget ({p.get('max_pages')} pages)",
-            "postcopy": "switched to postcopy"}.get(self.reason, self.reason)
+        status = self.status
         size = f", stream {len(self.stream):,} bytes" if self.stream is not None else ""
         return (
             f"<div><b>ramlab simulation</b>: {html.escape(str(p.get('workload')))} on "

@@ -35,7 +35,7 @@ def simulate_cli(args: argparse.Namespace) -> int:
                    f"{int(c['discarded']):,} pages discarded, {int(c['postcopy_requests'])} page requests"
                    + (", paused and recovered" if r.postcopy.paused else ""))
     else:
-        verdict = "converged" if r.converged else f"forced to complete after {r.params['max_passes']} passes"
+        verdict = r.status
     print(f"{verdict}: {r.time_s:.3f} s simulated, {int(c['transferred']):,} bytes, "
           f"{int(c['dirty_sync_count'])} syncs, throttle {int(c['cpu_throttle_percentage'])}%")
     if out:

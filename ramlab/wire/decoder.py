@@ -254,7 +254,7 @@ class StreamDecoder(Decoder):
     def _step_done(self) -> None:
         if self.pending:
             raise self._err("data after the vmdesc trailer", self._pos, "end of stream",
-                            f"{self.pending} more bytes")
+                            f"byte 0x{self._mv[self._pos]:02x}")
         raise NeedMore(self.position + 1)
 
     # ------------------------------------------------------------------ header + items

@@ -324,7 +324,7 @@ class MultifdChannelDecoder(Decoder):
     def _read_seed_done(self) -> None:
         if self.pending:
             raise self._err("data after a seed-era multifd handshake (its channels carry no pages)", self._pos,
-                            "end of channel", f"{self.pending} more bytes")
+                            "end of channel", f"byte 0x{self._mv[self._pos]:02x}")
         raise NeedMore(self.position + 1)
 
     def _read_packet(self) -> None:
