@@ -1,4 +1,9 @@
-"""The colour of each page class, shared by every view (widgets and the HTML report).
+"""The colour of each page class, shared by every view (widgets, HTML report, static pictures).
+
+Colour-blind safe: the sent classes use the Okabe-Ito palette (Okabe & Ito 2008, "Color Universal
+Design"), chosen so that every pair of classes stays apart for deuteranopes and protanopes too
+(``tests/test_palette.py`` simulates both with the Machado 2009 matrices and checks the CIEDE2000
+distance of every pair).  Colour is never the only cue: hover text and legends name the class.
 
     >>> from ramlab.trace import PageClass
     >>> class_color(PageClass.ZERO) == CLASS_COLORS[PageClass.ZERO]
@@ -13,20 +18,21 @@ import html
 
 from ramlab.trace import CLASS_NAMES, N_CLASSES, PageClass
 
-__all__ = ["CLASS_COLORS", "NO_PAGE_COLOR", "PALETTE", "class_color", "class_name", "swatch"]
+__all__ = ["CLASS_COLORS", "NO_PAGE_COLOR", "PALETTE", "class_color", "class_name", "swatch", "legend_html",
+           "rgb"]
 
 #: colour of each PageClass (index = code), then NO_PAGE (past the end of RAM)
 CLASS_COLORS: dict[PageClass, str] = {
-    PageClass.NOT_SENT: "#eeeeee",
-    PageClass.ZERO: "#9ecae1",
-    PageClass.NORMAL: "#d62728",
-    PageClass.XBZRLE: "#2ca02c",
-    PageClass.XBZRLE_UNCHANGED: "#b5e3a8",
-    PageClass.XBZRLE_OVERFLOW: "#ff7f0e",
-    PageClass.COMPRESSED: "#9467bd",
-    PageClass.DISCARDED: "#555555",
-    PageClass.REQUESTED: "#e377c2",
-    PageClass.POSTCOPY: "#8c564b",
+    PageClass.NOT_SENT: "#e8e8e8",  # light grey: the background of a pass
+    PageClass.ZERO: "#56b4e9",  # sky blue
+    PageClass.NORMAL: "#d55e00",  # vermillion
+    PageClass.XBZRLE: "#009e73",  # bluish green
+    PageClass.XBZRLE_UNCHANGED: "#f0e442",  # yellow
+    PageClass.XBZRLE_OVERFLOW: "#e69f00",  # orange
+    PageClass.COMPRESSED: "#cc79a7",  # reddish purple
+    PageClass.DISCARDED: "#000000",  # black
+    PageClass.REQUESTED: "#0072b2",  # blue
+    PageClass.POSTCOPY: "#7a4a1a",  # brown (the eighth Okabe-Ito colour, black, is DISCARDED)
 }
 NO_PAGE_COLOR = "#ffffff"
 PALETTE: list[str] = [CLASS_COLORS[PageClass(k)] for k in range(N_CLASSES)] + [NO_PAGE_COLOR]
@@ -37,12 +43,40 @@ def class_color(code: int) -> str:
     return PALETTE[int(code)] if 0 <= int(code) < len(PALETTE) else NO_PAGE_COLOR
 
 
+def rgb(color: str) -> tuple[int, int, int]:
+    """``"#rrggbb"`` -> ``(r, g, b)``.
+
+    >>> rgb("#d55e00")
+    (213, 94, 0)
+    """
+    h = color.lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
 def swatch(code: int, text: str) -> str:
     """An inline HTML colour swatch followed by ``text`` (escaped)."""
     return (
         f"<span style='display:inline-block;width:11px;height:11px;margin-right:4px;vertical-align:middle;"
         f"border:1px solid #999;background:{class_color(code)}'></span>{html.escape(text)}"
     )
+
+
+def legend_html(counts: dict[int, int] | None = None, codes: list[int] | None = None) -> str:
+    """The class legend as HTML items that wrap inside their box: swatch, name and (if given) count.
+
+    ``codes`` default to the classes with a count, else all classes.
+
+    >>> "XBZRLE" in legend_html({3: 5})
+    True
+    """
+    if codes is None:
+        codes = [k for k in range(N_CLASSES) if counts and counts.get(k)] if counts else list(range(N_CLASSES))
+    items = []
+    for k in codes:
+        n = f" {counts.get(k, 0):,}" if counts is not None else ""
+        items.append(f"<span style='white-space:nowrap;margin-right:10px;display:inline-block'>"
+                     f"{swatch(k, CLASS_NAMES[k])}{n}</span>")
+    return "".join(items)
 
 
 def class_name(code: int) -> str:
