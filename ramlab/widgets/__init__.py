@@ -1,11 +1,13 @@
 """Interactive notebook views of a :class:`ramlab.trace.Trace` (ipywidgets + bokeh).
 
-Every view is an ``ipywidgets.VBox`` holding bokeh figures through ``jupyter_bokeh.BokehModel``;
-data preparation is pure numpy in :mod:`ramlab.plots.reduce`.
+Every view is a thin ``ipywidgets.VBox`` (:class:`~ramlab.widgets._common.ViewBox`) around bokeh
+layouts built in :mod:`ramlab.plots` (shared with the HTML report) and shown through
+``jupyter_bokeh.BokehModel``; data preparation is pure numpy in :mod:`ramlab.plots.reduce`.  Each
+view's mime bundle also carries a static picture for nbconvert, nbviewer and GitHub.
 
     >>> from ramlab.trace import synthetic_trace
     >>> from ramlab.widgets import MigrationPlayer, setup
-    >>> _ = setup()                      # loads BokehJS (INLINE) once, in a notebook
+    >>> _ = setup()                      # loads BokehJS into the page (offline, not saved in the notebook)
     >>> player = MigrationPlayer(synthetic_trace(n_pages=2048, n_passes=4))
 """
 

@@ -100,12 +100,17 @@ class ViewBox(W.VBox):
     """Base of the ramlab widgets: a ``VBox`` of the :class:`BokehJSLoader` then ``children``, whose
     mime bundle carries a static picture (``text/html``) and a one-line ``text/plain``.
 
-    Subclasses implement :meth:`static_html` (and may override :meth:`summary_text`).
+    Subclasses implement :meth:`static_html` (and may override :meth:`summary_text`); those without
+    bokeh figures set ``uses_bokeh = False`` (no loader).
     """
 
+    uses_bokeh = True
+
     def __init__(self, children: list[W.Widget], **kwargs: Any) -> None:
-        setup(force=False)
-        super().__init__([bokehjs_loader(), *children], **kwargs)
+        if self.uses_bokeh:
+            setup(force=False)
+            children = [bokehjs_loader(), *children]
+        super().__init__(children, **kwargs)
 
     def static_html(self) -> str:
         """Standalone HTML of the current state (no script): what nbconvert / nbviewer / GitHub show."""

@@ -37,6 +37,8 @@ import numpy as np
 from ramlab.constants import (
     TARGET_PAGE_SIZE,
 )
+from ramlab.plots.static import figure_html
+from ramlab.widgets._common import ViewBox
 from ramlab.wire.layout import Field, decode_ram_flags, field_layout  # noqa: F401  (re-exported)
 
 __all__ = [
@@ -319,7 +321,7 @@ _CSS = """<style>
 # ----------------------------------------------------------------------------------
 
 
-class StreamInspector(W.VBox):
+class StreamInspector(ViewBox):
     """Filterable record table + annotated hex view of a migration stream.
 
     ``rows`` are ``Migration.records_table()`` rows, ``bytes_at(offset, length)`` returns raw
@@ -341,6 +343,8 @@ class StreamInspector(W.VBox):
     >>> ins.set_filter(kind="FileHeader"); ins.matches.tolist()
     [0]
     """
+
+    uses_bokeh = False
 
     def __init__(
         self,
@@ -429,7 +433,8 @@ class StreamInspector(W.VBox):
                    layout=W.Layout(align_items="center")),
             self.header,
             self.list,
-            W.HBox([self.hex, self.field_table], layout=W.Layout(flex_flow="row wrap", grid_gap="12px")),
+            W.HBox([self.hex, self.field_table], layout=W.Layout(flex_flow="row wrap", grid_gap="12px",
+                                                                 height="400px", overflow="auto")),
         ]
         super().__init__(children)
         self.add_class("ramlab-inspector")
@@ -505,6 +510,20 @@ class StreamInspector(W.VBox):
         if i is not None:
             self.select_row(i)
         return i
+
+    # ------------------------------------------------------------------ static fallback
+    def summary_text(self) -> str:
+        err = f"; decoding stopped: {self.error}" if self.error else ""
+        return f"StreamInspector: {len(self.table):,} records{err}"
+
+    def static_html(self) -> str:
+        i0 = self.page * self.window
+        lines = [html.escape(self._label(int(i))) for i in self.matches[i0: i0 + 20]]
+        table = ("<pre style='font-size:11px;line-height:1.3;max-height:300px;overflow:auto;margin:0'>"
+                 + html.escape(f"{'row':>7} {'offset':>10} {'length':>6}  {'kind':<24} {'block + offset':<28} detail")
+                 + "\n" + "\n".join(lines) + "</pre>")
+        return figure_html(f"Stream inspector: {len(self.table):,} records (static picture)",
+                           self.error_banner.value + table + self.hex.value + self.field_table.value)
 
     # ------------------------------------------------------------------ internals
     def _label(self, i: int) -> str:
