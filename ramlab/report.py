@@ -1,15 +1,15 @@
 """A standalone HTML report of one decoded migration (``ramlab report STREAM -o report.html``).
 
-The page is self-contained: BokehJS is inlined (``bokeh.resources.INLINE``), no server, no CDN,
+The page is self-contained: BokehJS is inlined (:data:`ramlab.plots.bokehjs.COMPONENTS`), no server, no CDN,
 so it opens from ``file://`` on a machine without network. It shows
 
 * the decoding error first, in red, with its byte offset and the last events decoded before it
   (everything before the damage is still reported);
 * the summary table of :meth:`ramlab.migration.Migration.summary`;
-* the page-class map of each pass, reduced in numpy to at most ~512 px wide with
-  :func:`ramlab.plots.reduce.reduce_classes` (a pixel shows the rarest class sent in it), and a
-  slider (bokeh ``CustomJS``, runs in the browser) to pick the pass;
-* stacked bars of page classes per pass and the bytes of page records per pass;
+* the player of the notebooks (:class:`ramlab.plots.player.PlayerLayout`: play / step / slide through
+  the passes, page-class map of each pass reduced in numpy with
+  :func:`ramlab.plots.reduce.reduce_classes`, pages per class, bytes and dirty pages left per pass),
+  every pass's map embedded so it runs in the browser alone;
 * a per-pass table with the same numbers.
 
     >>> import ramlab, tempfile, pathlib                                   # doctest: +SKIP
@@ -26,24 +26,12 @@ from typing import Any
 
 import numpy as np
 from bokeh.embed import components
-from bokeh.layouts import column, row
-from bokeh.models import (
-    BoxAnnotation,
-    ColumnDataSource,
-    CustomJS,
-    Div,
-    LinearColorMapper,
-    Range1d,
-    SingleIntervalTicker,
-    Slider,
-)
-from bokeh.plotting import figure
-from bokeh.resources import INLINE
+from bokeh.resources import Resources
 
-from ramlab.plots.page_map import page_map_hover
-from ramlab.plots.palette import PALETTE, swatch
-from ramlab.plots.passes import pass_bar_figures
-from ramlab.plots.reduce import NO_PAGE, page_grid, reduce_classes
+from ramlab.plots.bokehjs import COMPONENTS
+from ramlab.plots.palette import swatch
+from ramlab.plots.player import PlayerLayout
+from ramlab.plots.reduce import class_counts, page_grid, reduce_classes
 from ramlab.trace import CLASS_NAMES, N_CLASSES, Trace
 
 __all__ = ["write_report", "report_html", "pass_images"]
@@ -53,17 +41,6 @@ MAX_MAP_PX = 512
 #: total pixels of all passes' maps embedded in the page (keeps the HTML small for long migrations)
 PIXEL_BUDGET = 6_000_000
 
-
-_SLIDER_JS = """
-const p = cb_obj.value;
-const d = Object.assign({}, src.data);
-d.image = [imgs.data.image[p]];
-d.pass_ = [p];
-src.data = d;
-for (const b of boxes) { b.left = p - 0.5; b.right = p + 0.5; }
-fig.title.text = "page classes, pass " + p + " (" + kinds[p] + ")";
-info.text = infos[p];
-"""
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; }
@@ -108,7 +85,7 @@ def pass_images(
     n = max(trace.n_passes, 1)
     while side > 32 and n * side * side > pixel_budget:
         side //= 2
-    counts = trace.class_counts()
+    counts = class_counts(trace.classes)
     images = []
     factors = (1, 1)
     for p in range(trace.n_passes):
@@ -117,66 +94,6 @@ def pass_images(
     if trace.n_passes:
         factors = (-(-grid[0] // images[0].shape[0]), -(-grid[1] // images[0].shape[1]))
     return images, grid, factors
-
-
-_ITEM = "margin-right:14px;white-space:nowrap;font-size:13px"
-
-
-def _pass_info(trace: Trace, counts: np.ndarray, nbytes: np.ndarray, p: int) -> str:
-    kinds = trace.pass_kinds
-    items = [
-        f"<span style='{_ITEM}'>{swatch(k, CLASS_NAMES[k])} {int(counts[p, k]):,}</span>"
-        for k in range(1, N_CLASSES)
-        if counts[p, k]
-    ]
-    sent = int(counts[p, 1:].sum())
-    return (
-        f"<div style='font-size:13px;line-height:1.7'><b>pass {p}</b> ({_e(kinds[p])}): {sent:,} pages sent, "
-        f"{int(nbytes[p]):,} bytes of page records<br>{''.join(items) or 'nothing sent'}</div>"
-    )
-
-
-def _map_figure(trace: Trace, images: list[np.ndarray], grid: tuple[int, int], factors: tuple[int, int]):
-    rows, cols = grid
-    h, w = images[0].shape
-    fy, fx = factors
-    px_w = max(int(w), 1)
-    scale = max(1, 512 // px_w) if px_w < 256 else 1
-    frame_w = px_w * scale
-    frame_h = max(int(round(frame_w * rows / cols)), 40)
-    src = ColumnDataSource(
-        data=dict(image=[images[0]], x=[0], y=[0], dw=[w * fx], dh=[h * fy], pass_=[0])
-    )
-    mapper = LinearColorMapper(palette=PALETTE, low=-0.5, high=NO_PAGE + 0.5)
-    kinds = trace.pass_kinds
-    fig = figure(
-        frame_width=frame_w,
-        frame_height=min(frame_h, 720),
-        x_range=Range1d(0, cols, bounds=(0, cols)),
-        y_range=Range1d(rows, 0, bounds=(0, rows)),
-        tools="box_zoom,pan,wheel_zoom,reset,save",
-        title=f"page classes, pass 0 ({kinds[0]})",
-        x_axis_label=f"page in row ({cols} per row)",
-        y_axis_label="row",
-        toolbar_location="above",
-    )
-    fig.grid.visible = False
-    glyph = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src, color_mapper=mapper)
-    fig.add_tools(page_map_hover(trace, cols, glyph))
-    return fig, src
-
-
-def _bar_figures(trace: Trace, counts: np.ndarray, nbytes: np.ndarray, width: int = 460):
-    n = trace.n_passes
-    _, f1, f2 = pass_bar_figures(trace, counts, nbytes, width=width, heights=(260, 200))
-    boxes = []
-    for f in (f1, f2):
-        f.xgrid.visible = False
-        f.xaxis.ticker = SingleIntervalTicker(interval=max(1, n // 12), num_minor_ticks=0)
-        box = BoxAnnotation(left=-0.5, right=0.5, fill_color="#ffd700", fill_alpha=0.35, line_alpha=0)
-        f.add_layout(box)
-        boxes.append(box)
-    return f1, f2, boxes
 
 
 def _summary_table(s: dict[str, Any]) -> str:
@@ -266,39 +183,23 @@ def report_html(migration: Any, *, title: str | None = None) -> str:
              "<h2>Summary</h2>", _summary_table(s)]
     script = div = ""
     if trace.n_passes and trace.n_pages:
-        counts = trace.class_counts()
+        counts = class_counts(trace.classes)
         nbytes = trace.bytes_per_pass()
-        images, grid, factors = pass_images(trace)
-        fmap, src = _map_figure(trace, images, grid, factors)
-        f1, f2, boxes = _bar_figures(trace, counts, nbytes)
-        infos = [_pass_info(trace, counts, nbytes, p) for p in range(trace.n_passes)]
-        info = Div(text=infos[0], width=900)
-        legend = Div(text="<div>" + "".join(
-            f"<span style='{_ITEM}'>{swatch(k, CLASS_NAMES[k])}</span>" for k in range(N_CLASSES)
-            if counts[:, k].any()) + "</div>")
-        res = "one page per pixel" if factors == (1, 1) else f"{factors[0]}x{factors[1]} pages per pixel"
-        note = Div(text=f"<div style='color:#666;font-size:12px'>{grid[1]} pages per row; {res} (a pixel shows "
-                        f"the rarest class sent among its pages, so single pages stay visible).</div>", width=600)
-        items: list[Any] = [info]
-        if trace.n_passes > 1:
-            slider = Slider(start=0, end=trace.n_passes - 1, value=0, step=1, title="pass", width=500)
-            slider.js_on_change("value", CustomJS(
-                args=dict(src=src, imgs=ColumnDataSource(data=dict(image=images)), boxes=boxes, fig=fmap,
-                          kinds=trace.pass_kinds, infos=infos, info=info),
-                code=_SLIDER_JS))
-            items.insert(0, slider)
-        layout = column(*items, row(column(fmap, legend, note), column(f1, f2)))
-        script, div = components(layout)
+        player = PlayerLayout(trace, map_size=MAX_MAP_PX, chart_width=420, pixel_budget=PIXEL_BUDGET,
+                              python=False)
+        player.page_map.fill_overviews()
+        script, div = components(player.layout)
         parts += ["<h2>Passes</h2>",
-                  "<p class='muted'>Move the slider to see which pages each pass sent and how. "
-                  "Hover the map for the block and offset of a page.</p>", div,
+                  "<p class='muted'>Play, step (keyboard: space, left, right) or slide through the passes. "
+                  "Hover the map for the block, offset and class of a page.</p>", div,
                   "<h2>Page classes and bytes per pass</h2>", _pass_table(trace, counts, nbytes)]
     else:
         parts.append("<p><b>No pass was decoded</b> (no RAM block list before the damage).</p>")
     body = "\n".join(parts)
+    bokehjs = Resources(mode="inline", components=list(COMPONENTS)).render()
     return (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n{INLINE.render()}\n</head>\n"
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n{bokehjs}\n</head>\n"
         f"<body>\n{body}\n{script}\n"
         f"<p class='muted'>Generated by ramlab. Page classes: "
         f"{_e(', '.join(CLASS_NAMES))}.</p>\n</body>\n</html>\n"

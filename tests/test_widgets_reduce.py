@@ -192,26 +192,54 @@ def test_bitmap_view_push_and_zoom():
 
     t = synthetic_trace(n_pages=300_000, n_passes=4)
     v = BitmapView(t, pass_index=2, width=400, height=400)
-    img = v.source.data["image"][0]
+    pm = v.map
+    img = pm.sources[2].data["image"][0]  # the overview of the pass shown; the others come with a page
     assert img.shape[0] <= v.frame_height and img.shape[1] <= v.frame_width
-    assert img.dtype == np.uint8
-    counts_line = v.legend.value
-    assert "XBZRLE" in counts_line
-    # a box zoom arrives as a RangesUpdate event from the browser
+    assert img.dtype == np.uint8 and pm.sources[1].data["image"] == []
+    assert [r.visible for r in pm.renderers] == [False, False, True, False] and not pm.detail.visible
+    assert "XBZRLE" in pm.legend.text and "pass 2" in pm.legend.text
+    # a box zoom arrives as a RangesUpdate event from the browser: the detail shows the region at full resolution
     v.figure._trigger_event(RangesUpdate(v.figure, x0=10, x1=60, y0=40, y1=20))
     r = v.region
     assert r.full_resolution and (r.r0, r.r1, r.c0, r.c1) == (20, 40, 10, 60)
-    img = v.source.data["image"][0]
+    img = pm.detail_source.data["image"][0]
     assert img.shape == (20, 50)
     np.testing.assert_array_equal(img, _grid(t.classes[2], v.grid)[20:40, 10:60])
-    assert v.source.data["x"] == [10] and v.source.data["y"] == [20]
-    assert "in view" in v.legend.value
+    assert pm.detail_source.data["x"] == [10] and pm.detail_source.data["y"] == [20]
+    assert pm.detail.visible and not any(r.visible for r in pm.renderers)  # one hover per pixel
+    assert "zoomed on rows 20-39" in pm.legend.text
     # a pass change keeps the zoom
     v.set_pass(3)
-    np.testing.assert_array_equal(v.source.data["image"][0], _grid(t.classes[3], v.grid)[20:40, 10:60])
+    np.testing.assert_array_equal(pm.detail_source.data["image"][0], _grid(t.classes[3], v.grid)[20:40, 10:60])
+    assert pm.detail_source.data["pass_"] == [3]
     v.reset_view()
-    assert not v.region.full_resolution
+    assert not v.region.full_resolution and pm.detail_source.data["image"] == [] and pm.renderers[3].visible
+    assert "zoomed" not in pm.legend.text
     assert v.page_at(3.5, 0.2) == 3 and v.page_at(-1, 0) is None
+
+
+def test_page_map_overviews_fill_on_document_ready_and_fit_the_budget():
+    from bokeh.events import DocumentReady
+
+    from ramlab.plots.page_map import PageMap
+
+    t = synthetic_trace(n_pages=1 << 16, n_passes=12, with_page_bytes=False)
+    pm = PageMap(t, 5, width=300, height=300, pixel_budget=300 * 300 * 4)
+    assert pm.overview_shape == (150, 150)  # halved: 12 passes of 300 x 300 do not fit 4 frames' pixels
+    computed = [p for p, src in enumerate(pm.sources) if src.data["image"]]
+    assert computed == [5]  # only the pass shown travels with the first snapshot
+    sent = []
+    for p, src in enumerate(pm.sources):
+        src.on_change("data", lambda attr, old, new, p=p: sent.append(p))
+    pm.on_document_ready(DocumentReady())
+    assert sent[:5] == [5, 6, 4, 7, 3]  # nearest passes first (5 is resent: the page's snapshot may predate it)
+    shapes = {src.data["image"][0].shape for src in pm.sources}
+    assert shapes == {(128, 128)}  # 256 x 256 pages at 2 x 2 pages a pixel, under 150 x 150
+    for p in range(t.n_passes):  # each overview is the pass's own reduction
+        dom, _ = reduce_classes(t.classes[p], pm.grid, pm.overview_shape, reference_counts=pm.counts[p])
+        np.testing.assert_array_equal(pm.sources[p].data["image"][0], dom)
+    # coarser than the frame: the pass shown is re-rendered at the frame's resolution as the detail
+    assert pm.detail_source.data["image"][0].shape == (256, 256) and pm.detail.visible
 
 
 def _grid(classes, grid):
@@ -228,25 +256,25 @@ def test_bitmap_view_from_array():
     assert v.trace.n_passes == 1 and v.image.shape == (4, 128)
 
 
-def test_player_slider_updates_image_source():
+def test_player_slider_moves_map_highlight_and_text():
     from ramlab.widgets import MigrationPlayer
 
     t = synthetic_trace(n_pages=50_000, n_passes=6, seed=4)
     player = MigrationPlayer(t)
-    src = player.bitmap.source
-    seen = []
-    src.on_change("data", lambda attr, old, new: seen.append(new["pass_"][0]))
-    before = src.data["image"][0].copy()
-    player.slider.value = 3
-    assert seen == [3]
-    assert player.bitmap.pass_index == 3 and src.data["pass_"] == [3]
-    assert not np.array_equal(before, src.data["image"][0])
+    pm = player.bitmap
+    assert [r.visible for r in pm.renderers] == [True] + [False] * 5
+    player.slider.value = 3  # what the browser sends when a key moves the slider
+    assert player.bitmap.pass_index == 3 and [r.visible for r in pm.renderers] == [False] * 3 + [True, False, False]
+    counts = np.bincount(t.classes[3], minlength=10)
+    dom, _ = reduce_classes(t.classes[3], pm.grid, pm.overview_shape, reference_counts=counts)
+    np.testing.assert_array_equal(pm.sources[3].data["image"][0], dom)
     assert all(b.left == 2.5 and b.right == 3.5 for b in player.highlight)
-    assert "pass 3" in player.info.value
+    info = player.layout_models.info_html(3)
+    assert "pass 3</b> of 5" in info and f"{int(counts[1:].sum()):,} pages sent" in info
     assert len(player.timings_ms) == 1 and player.timings_ms[0] < 1000
     player.show_pass(5)
-    assert seen == [3, 5] and "switchover" in player.info.value
-    assert player.pass_index == 5
+    assert "switchover" in player.layout_models.info_html(5)
+    assert player.pass_index == 5 and pm.renderers[5].visible
 
 
 def test_player_convergence_line_and_error_banner():
@@ -258,7 +286,8 @@ def test_player_convergence_line_and_error_banner():
     t.error = "bad magic at byte 0"
     player = MigrationPlayer(t)
     assert len(player.highlight) == 3  # classes, bytes, remaining-vs-threshold charts
-    assert "bad magic" in player.children[0].children[1].value
+    caption = player.layout_models.caption.text
+    assert "bad magic" in caption and "500 pages" in caption
     del t.meta["bandwidth"]
     assert convergence_threshold_pages(t) is None
 

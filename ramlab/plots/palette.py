@@ -19,7 +19,7 @@ import html
 from ramlab.trace import CLASS_NAMES, N_CLASSES, PageClass
 
 __all__ = ["CLASS_COLORS", "NO_PAGE_COLOR", "PALETTE", "class_color", "class_name", "swatch", "legend_html",
-           "rgb"]
+           "rgb", "text_height"]
 
 #: colour of each PageClass (index = code), then NO_PAGE (past the end of RAM)
 CLASS_COLORS: dict[PageClass, str] = {
@@ -82,3 +82,27 @@ def legend_html(counts: dict[int, int] | None = None, codes: list[int] | None = 
 def class_name(code: int) -> str:
     """Name of a class code, ``'NO_PAGE'`` past the end."""
     return CLASS_NAMES[code] if 0 <= code < N_CLASSES else "NO_PAGE"
+
+
+def text_height(htmls: list[str], width: int, font_px: float = 12, line_height: float = 1.6) -> int:
+    """Pixels a fixed-size text box needs to show the longest of ``htmls`` at ``width`` pixels (estimate:
+    0.6 em a character, ``<br>`` / ``<div>`` start lines; one spare line).  Boxes keep their size
+    whatever the text, so a layout never moves; this keeps them from cutting their text.
+
+    >>> text_height(["a<br>b"], 300)
+    62
+    """
+    import re
+
+    per_line = max(1, int(width / (0.6 * font_px)))
+    worst = 1
+    for h in htmls:
+        parts = re.split(r"<br\s*/?>|</div>|</p>", h)
+        lines = 0
+        for part in parts:
+            text = html.unescape(re.sub(r"<[^>]+>", "", part))
+            extra = 2 * part.count("<span style='display:inline-block;width:11px")  # a swatch ~ two characters
+            if text.strip() or extra:
+                lines += max(1, -(-(len(text) + extra) // per_line))
+        worst = max(worst, lines)
+    return int(round((worst + 1) * font_px * line_height + 4))

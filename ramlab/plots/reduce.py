@@ -39,6 +39,7 @@ __all__ = [
     "zoom_region",
     "Region",
     "changed_runs",
+    "class_counts",
 ]
 
 #: code of an output pixel covering no page at all (past the end of RAM)
@@ -251,3 +252,20 @@ def changed_runs(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarr
     starts = np.concatenate([[0], edges]).astype(np.int64)
     lengths = np.diff(np.concatenate([starts, [a.size]])).astype(np.int64)
     return starts, lengths, diff[starts]
+
+
+def class_counts(classes: np.ndarray) -> np.ndarray:
+    """``int64 [n_passes, N_CLASSES]`` pages of each class in each pass of ``classes [n_passes, n_pages]``.
+
+    One ``bincount`` per pass on the uint8 codes (no ``[n_passes, n_pages]`` int64 temporary).
+
+    >>> class_counts(np.array([[0, 1, 1], [3, 3, 0]], np.uint8))[:, :4].tolist()
+    [[1, 2, 0, 0], [1, 0, 0, 2]]
+    """
+    c = np.asarray(classes, np.uint8)
+    if c.ndim != 2:
+        raise ValueError(f"classes must be [n_passes, n_pages], got shape {c.shape}")
+    out = np.zeros((c.shape[0], N_CLASSES), np.int64)
+    for p in range(c.shape[0]):
+        out[p] = np.bincount(c[p], minlength=N_CLASSES)[:N_CLASSES]
+    return out
