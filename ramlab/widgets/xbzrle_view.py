@@ -1,4 +1,8 @@
-"""``XbzrleDeltaView``: what XBZRLE does with one page (old vs new bytes, runs, encoded fields)."""
+"""``XbzrleDeltaView``: what XBZRLE does with one page (old vs new bytes, runs, encoded fields).
+
+The byte strip opens zoomed on the changed runs (:mod:`ramlab.plots.delta_strip`), with buttons and
+keys to widen it; the summary says in one sentence what was sent and why.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,17 @@ from typing import Any
 
 import ipywidgets as W
 import numpy as np
-from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper, Range1d
-from bokeh.palettes import Greys256
-from bokeh.plotting import figure
 from jupyter_bokeh import BokehModel
 
 from ramlab.errors import RamlabError
+from ramlab.plots.delta_strip import CHANGED_COLOR, EQUAL_COLOR, change_window, delta_strip
+from ramlab.plots.static import figure_html
 from ramlab.trace import CLASS_NAMES, Trace
-from ramlab.widgets._common import setup
+from ramlab.widgets._common import ViewBox
 
 __all__ = ["XbzrleDeltaView", "DeltaAnalysis", "analyze_delta"]
 
-_ZERO_COLOR = "#c7e9c0"
-_CHANGED_COLOR = "#d62728"
-_FIELD_COLORS = {"zrun": "#1f77b4", "nzrun": "#ff7f0e", "data": "#444444"}
+_FIELD_COLORS = {"zrun": "#0072b2", "nzrun": "#d55e00", "data": "#444444"}
 _CHECK_TEXT = {
     "A": "check (A) before a zero run: d + 2 > dlen",
     "B": "check (B) after a zero-run length: d + 2 > dlen",
@@ -80,9 +81,9 @@ def analyze_delta(old: Any, new: Any, dlen: int | None = None) -> DeltaAnalysis:
     return DeltaAnalysis(o, n, dlen, encoded, runs, tokens, ovf)
 
 
-class XbzrleDeltaView(W.VBox):
-    """Old and new bytes of a page side by side (heat strips + hex), zero and changed runs,
-    the encoded bytes with every ULEB128 length and literal run annotated, and the encoded
+class XbzrleDeltaView(ViewBox):
+    """Old and new bytes of a page side by side (strips zoomed on the change + hex), equal and changed
+    runs, the encoded bytes with every ULEB128 length and literal run annotated, and the encoded
     size against the page size, or which overflow check failed.
 
     From a trace (``trace.page_bytes(pass, page)`` gives the contents before / after the
@@ -106,7 +107,6 @@ class XbzrleDeltaView(W.VBox):
         width: int = 900,
         title: str | None = None,
     ) -> None:
-        setup()
         where = title
         if trace is not None:
             if pass_index is None or page is None:
@@ -124,15 +124,27 @@ class XbzrleDeltaView(W.VBox):
             raise RamlabError("XbzrleDeltaView needs a trace + pass + page, or old= and new=")
         self.analysis = analyze_delta(old, new, dlen)
         self.title = where or "XBZRLE delta"
+        a = self.analysis
+        self.window = change_window([(r.offset, r.length) for r in a.runs if r.kind == "changed"], a.new.size)
         self.summary = W.HTML(self._summary_html())
-        self.strip = self._build_strip(width)
+        self.strip, self._document = delta_strip(a.old, a.new, a.runs, width=width)
         self.plot = BokehModel(self.strip)
+        self.plot.add_class("ramlab-bokeh")
         self.hex = W.HTML(_scroll(self._hex_html()))
         self.encoded = W.HTML(_scroll(self._encoded_html()))
         tabs = W.Tab(children=[self.hex, self.encoded])
         tabs.set_title(0, "old | new (hex)")
         tabs.set_title(1, "encoded bytes")
         super().__init__([self.summary, self.plot, tabs])
+        self.add_class("ramlab-delta")
+
+    def summary_text(self) -> str:
+        a = self.analysis
+        return f"XbzrleDeltaView: {a.changed_bytes} of {a.new.size} bytes changed, {a.outcome}"
+
+    def static_html(self) -> str:
+        return figure_html(f"{self.title} (static picture)",
+                           self._summary_html() + _strip_svg(self.analysis, self.window) + _scroll(self._hex_html()))
 
     @classmethod
     def from_arrays(cls, old: Any, new: Any, *, dlen: int | None = None, **kwargs: Any) -> XbzrleDeltaView:
@@ -144,8 +156,10 @@ class XbzrleDeltaView(W.VBox):
         a = self.analysis
         size = a.new.size
         n_runs = sum(1 for r in a.runs if r.kind == "changed")
+        lo, hi = self.window
         head = (f"<b>{html.escape(self.title)}</b><br>"
-                f"{a.changed_bytes} of {size} bytes changed in {n_runs} run(s). ")
+                f"{a.changed_bytes} of {size} bytes changed in {n_runs} run(s)"
+                + (f" (bytes {lo}-{hi - 1} shown below; widen with the buttons). " if n_runs else ". "))
         if a.outcome == "unchanged":
             body = ("Identical to the cached copy: encoder returns 0, <b>nothing is sent</b> "
                     "(XBZRLE_UNCHANGED).")
@@ -165,35 +179,6 @@ class XbzrleDeltaView(W.VBox):
                     f"(encoder returns -1).{why} The page is sent as a plain PAGE record "
                     f"({size + 8} bytes; XBZRLE_OVERFLOW).")
         return f"<div style='font-size:12px;line-height:1.6'>{head}{body}</div>"
-
-    def _build_strip(self, width: int) -> Any:
-        a = self.analysis
-        size = a.new.size
-        fig = figure(width=width, height=190, x_range=Range1d(0, size, bounds=(0, size)),
-                     y_range=Range1d(0, 3.2), tools="xbox_zoom,xpan,xwheel_zoom,reset,save",
-                     title="bytes of the page: old (top), new (middle), runs (bottom)",
-                     x_axis_label="byte offset in the page", toolbar_location="above")
-        fig.yaxis.ticker = [0.5, 1.5, 2.5]
-        fig.yaxis.major_label_overrides = {0.5: "runs", 1.5: "new", 2.5: "old"}
-        fig.ygrid.visible = False
-        mapper = LinearColorMapper(palette=list(reversed(Greys256)), low=0, high=255)
-        img_src = ColumnDataSource(
-            dict(image=[a.old[None, :], a.new[None, :]], y=[2.05, 1.05], name=["old", "new"])
-        )
-        img = fig.image(image="image", x=0, y="y", dw=size, dh=0.9, source=img_src, color_mapper=mapper)
-        fig.add_tools(HoverTool(renderers=[img], tooltips=[("", "@name"), ("offset", "$x{0}"),
-                                                           ("value", "@image")]))
-        kinds = [r.kind for r in a.runs]
-        run_src = ColumnDataSource(dict(
-            left=[r.offset for r in a.runs], right=[r.offset + r.length for r in a.runs],
-            kind=kinds, offset=[r.offset for r in a.runs], length=[r.length for r in a.runs],
-            color=[_CHANGED_COLOR if k == "changed" else _ZERO_COLOR for k in kinds],
-        ))
-        q = fig.quad(left="left", right="right", bottom=0.1, top=0.9, color="color", source=run_src,
-                     line_color=None)
-        fig.add_tools(HoverTool(renderers=[q], tooltips=[("run", "@kind"), ("offset", "@offset"),
-                                                         ("length", "@length")]))
-        return fig
 
     def _hex_html(self, context: int = 1, max_rows: int = 160) -> str:
         a = self.analysis
@@ -261,3 +246,31 @@ def _scroll(inner: str, max_height: int = 380) -> str:
 
 def _hexbyte(v: int, changed: bool, bg: str) -> str:
     return f"<span style='background:{bg}'>{int(v):02x}</span>" if changed else f"{int(v):02x}"
+
+
+def _strip_svg(a: DeltaAnalysis, window: tuple[int, int], width: int = 860) -> str:
+    """Static picture of the strip's first view: one cell per byte of ``window``, old / new hex values,
+    changed bytes in the run colour."""
+    lo, hi = window
+    n = max(hi - lo, 1)
+    cw = width / n
+    show_text = n <= 128
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width + 50}' height='96' font-family='monospace' "
+             f"font-size='10'><text x='0' y='25'>old</text><text x='0' y='51'>new</text><text x='0' y='77'>runs</text>"]
+    for i, off in enumerate(range(lo, hi)):
+        x = 40 + i * cw
+        ch = bool(a.old[off] != a.new[off])
+        for y, v in ((12, int(a.old[off])), (38, int(a.new[off]))):
+            g = 255 - v
+            parts.append(f"<rect x='{x:.1f}' y='{y}' width='{cw:.1f}' height='22' fill='rgb({g},{g},{g})' "
+                         f"stroke='#fff' stroke-width='0.5'/>")
+            if show_text:
+                bold = " font-weight='bold'" if ch else ""
+                fill = "#fff" if v > 127 else "#000"
+                parts.append(f"<text x='{x + cw / 2:.1f}' y='{y + 15}' text-anchor='middle' fill='{fill}'{bold}>"
+                             f"{v:02x}</text>")
+        parts.append(f"<rect x='{x:.1f}' y='64' width='{cw:.1f}' height='18' "
+                     f"fill='{CHANGED_COLOR if ch else EQUAL_COLOR}' stroke='#fff' stroke-width='0.5'/>")
+    parts.append(f"<text x='40' y='94'>{lo}</text><text x='{40 + width}' y='94' text-anchor='end'>{hi - 1}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
