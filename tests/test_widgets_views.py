@@ -19,6 +19,7 @@ from ramlab.widgets.inspector import (
     row_containing,
 )
 from ramlab.widgets.postcopy_view import (
+    DUP_COLOR,
     command_rows,
     grid_image,
     host_grid,
@@ -262,7 +263,7 @@ def test_view_callbacks_update_sources():
     assert view.step_select.value == len(view.steps) - 1  # opens on the last step (what is sent)
     view.step_select.value = 0
     assert view.fixup_source.data["host_page"] == [1]
-    assert view.sent_source.data["top"] == [1] and view.sent_source.data["color"] == ["#e7298a"]
+    assert view.sent_source.data["top"] == [1] and view.sent_source.data["color"] == [DUP_COLOR]
     after = view.image_sources[1].data["image"][0]
     assert after[1].tolist() == [3] * 8  # host page 1: whole host page dirty + unsent after the fix-up
     before = view.image_sources[0].data["image"][0]

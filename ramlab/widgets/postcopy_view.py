@@ -30,6 +30,9 @@ from typing import Any
 
 import ipywidgets as W
 import numpy as np
+from bokeh.document import Document
+from bokeh.events import DocumentReady
+from bokeh.layouts import column
 from bokeh.models import ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper, Range1d
 from bokeh.plotting import figure
 from jupyter_bokeh import BokehModel
@@ -37,7 +40,8 @@ from jupyter_bokeh import BokehModel
 from ramlab.constants import TARGET_PAGE_SIZE
 from ramlab.errors import RamlabError
 from ramlab.model.postcopy_plan import DiscardPlan, discard_batches, plan_discards
-from ramlab.widgets._common import setup
+from ramlab.plots.static import class_map_img, figure_html
+from ramlab.widgets._common import ViewBox
 
 __all__ = [
     "PostcopyDiscardView",
@@ -56,14 +60,14 @@ Range = tuple[int, int]
 
 #: map states: 0 sent & clean, 1 dirty, 2 unsent, 3 dirty + unsent, 4 no page (grid padding)
 STATE_NAMES = ("sent, clean", "dirty", "unsent", "dirty + unsent", "")
-STATE_COLORS = ("#f0f0f0", "#d62728", "#9ecae1", "#6a3d9a", "#ffffff")
+STATE_COLORS = ("#e8e8e8", "#d55e00", "#56b4e9", "#0072b2", "#ffffff")  # Okabe-Ito, colour-blind safe
 #: the same codes in capture mode (``from_migration``)
 CAPTURE_STATE_NAMES = ("sent before the switch", "discarded", "never sent before the switch",
                        "discarded, never sent", "")
 NO_PAGE_STATE = 4
-FIXUP_COLOR = "#ff7f0e"
+FIXUP_COLOR = "#e69f00"
 SENT_COLOR = "#111111"
-DUP_COLOR = "#e7298a"
+DUP_COLOR = "#cc79a7"
 
 
 # ----------------------------------------------------------------------------------
@@ -282,29 +286,34 @@ class CaptureDiscards:
 def capture_discards(m: Any, block: str | None = None) -> CaptureDiscards:
     """Collect the POSTCOPY_RAM_DISCARD commands of a decoded :class:`~ramlab.migration.Migration`
     for one block (default: the first block with discards), the pages sent before the switch
-    and the trace's DISCARDED pages."""
+    and the trace's DISCARDED pages.
+
+    The ranges come from the trace (one ``"discard"`` event per command, as the loader applied
+    it); the commands' raw payloads are only carried along to be shown (no bytes are parsed here).
+    """
     from ramlab.constants import MIG_CMD_POSTCOPY_RAM_DISCARD
     from ramlab.trace import PageClass
     from ramlab.wire import events as ev
-    from ramlab.wire.commands import decode_discard_payload
 
     tps = int(m.page_size)
-    names = [b for b, _, _ in m.discards]
+    applied = [e for e in m.trace.events if e.get("kind") == "discard"]
     if block is None:
-        if not names:
+        if not applied:
             raise RamlabError("this migration has no postcopy discards (not a postcopy capture?)")
-        block = names[0]
+        block = applied[0]["block"]
     info = next((b for b in m.trace.blocks if b.name == block), None)
     if info is None:
         raise RamlabError(f"no RAM block {block!r}; blocks: {[b.name for b in m.trace.blocks]}")
     n = info.n_pages(tps)
     ratio = max(1, int(info.page_size or tps) // tps)
+    wire = [e for e in m.events if isinstance(e, ev.Command) and e.cmd == MIG_CMD_POSTCOPY_RAM_DISCARD]
+    if len(wire) < len(applied):  # each applied discard is one command of the stream
+        raise RamlabError(f"{len(applied)} discards in the trace but {len(wire)} POSTCOPY_RAM_DISCARD commands")
     commands = []
-    for e in m.events:
-        if isinstance(e, ev.Command) and e.cmd == MIG_CMD_POSTCOPY_RAM_DISCARD:
-            name, rb = decode_discard_payload(e.payload, offset=e.offset + 5)
-            if name == block:
-                commands.append((int(e.offset), [(s // tps, -(-ln // tps)) for s, ln in rb], bytes(e.payload)))
+    for e, d in zip(wire, applied):
+        if d["block"] == block:
+            commands.append((int(e.offset), [(int(s) // tps, -(-int(ln) // tps)) for s, ln in d["ranges"]],
+                             bytes(e.payload)))
     cls = m.trace.classes[:, info.offset : info.offset + n]
     kinds = m.trace.pass_kinds
     first_pc = next((p for p, k in enumerate(kinds) if k == "postcopy"), len(kinds))
@@ -330,7 +339,7 @@ return "page " + g + (fx > 1 ? ".." + (g + fx - 1) : "") + " (+0x" + (g * tps).t
 """
 
 
-class PostcopyDiscardView(W.VBox):
+class PostcopyDiscardView(ViewBox):
     """The postcopy discard computation of one RAM block, step by step, and its wire commands.
 
     ``plan_or_bitmaps`` is a :class:`~ramlab.model.postcopy_plan.DiscardPlan`, or ``(dirty, unsent)``
@@ -364,7 +373,6 @@ class PostcopyDiscardView(W.VBox):
         max_cols: int = 512,
         title: str | None = None,
     ) -> None:
-        setup()
         self.block = block
         self.target_page_size = int(target_page_size)
         self.capture: CaptureDiscards | None = None
@@ -424,6 +432,7 @@ class PostcopyDiscardView(W.VBox):
                 y_axis_label="row",
             )
             fig.grid.visible = False
+            fig.toolbar.logo = None
             img = fig.image(image="image", x=0, y=0, dw=cols, dh=rows, source=src, color_mapper=mapper)
             fig.add_tools(HoverTool(renderers=[img], tooltips=[("where", "$x{custom}"), ("state", "@image{custom}")],
                                     formatters={"$x": page_fmt, "@image": state_fmt}))
@@ -437,9 +446,6 @@ class PostcopyDiscardView(W.VBox):
             self.image_sources.append(src)
             figs.append(fig)
         self.figures = figs
-        from bokeh.layouts import column
-
-        self.plot = BokehModel(column(*figs))
         legend = " &nbsp; ".join(
             f"<span style='display:inline-block;width:11px;height:11px;border:1px solid #999;"
             f"background:{c}'></span> {html.escape(nm)}" for c, nm in zip(STATE_COLORS[:4], names[:4]))
@@ -456,7 +462,7 @@ class PostcopyDiscardView(W.VBox):
         self.algorithm_toggle.style.button_width = "80px"
         self.algorithm_toggle.disabled = self.dirty is None
         self.step_select = W.Dropdown(options=[], description="step", layout=W.Layout(width=f"{width - 20}px"))
-        self.summary = W.HTML()
+        self.summary = W.HTML(layout=W.Layout(height="92px", overflow="auto", width=f"{width}px"))
         self.wire = W.HTML()
         self.algorithm_toggle.observe(lambda ch: self.set_algorithm(ch["new"]), names="value")
         self.step_select.observe(lambda ch: self._show_step(ch["new"]), names="value")
@@ -465,23 +471,49 @@ class PostcopyDiscardView(W.VBox):
         controls: list[W.Widget] = [self.step_select]
         if not self.capture:
             controls.insert(0, self.algorithm_toggle)
-        super().__init__([W.HTML(f"<b>{html.escape(head)}</b>"), *controls, self.summary, self.plot,
+        self._rebuild()  # fill the figures before the BokehModel snapshots them
+        layout = column(*figs)
+        doc = Document()
+        doc.add_root(layout)
+        doc.on_event(DocumentReady, self._on_document_ready)  # type: ignore[arg-type]
+        self.plot = BokehModel(layout)
+        self.plot.add_class("ramlab-bokeh")
+        point = ("At the switch to postcopy the source tells the destination which pages to drop: those dirtied "
+                 "after they were sent, rounded out to whole host pages (a huge page is placed in one piece). "
+                 "Each step below shows the page map before and after it; the table shows the bytes on the wire.")
+        super().__init__([W.HTML(f"<b>{html.escape(head)}</b><div style='font-size:12px;max-width:{width}px'>"
+                                 f"{point}</div>"), *controls, self.summary, self.plot,
                           self.legend, self.wire])
-        self._rebuild()
-        self._refresh_bundle()
+        self.add_class("ramlab-postcopy")
 
-    def _refresh_bundle(self) -> None:
-        """Re-snapshot the bokeh document into the BokehModel's ``render_bundle``.
+    def _on_document_ready(self, event: Any) -> None:
+        """A page shows the maps (first time, reload, new tab) from the widget's first snapshot: send it
+        the current step (a ``show_step`` in the creating cell happened after the snapshot)."""
+        for src in (*self.image_sources, self.fixup_source, self.sent_source):
+            src.trigger("data", src.data, src.data)
+        for f in self.figures:
+            f.title.trigger("text", f.title.text, f.title.text)
 
-        jupyter_bokeh snapshots the document when the ``BokehModel`` is created and sends later
-        changes as patches that only an existing *view* applies: data set between creation and
-        the first display (here, in ``__init__`` or a ``show_step`` in the same cell) would be lost.
-        """
-        self.plot.render_bundle = BokehModel._model_to_traits(self.plot._model)
+    def summary_text(self) -> str:
+        return f"PostcopyDiscardView: block {self.block!r}, {len(self.steps)} steps, {len(self.commands)} commands"
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        self._refresh_bundle()
-        return super()._repr_mimebundle_(**kwargs)
+    def static_html(self) -> str:
+        i = self.step_select.value
+        if i is None or not self.steps:
+            return ""
+        s = self.steps[int(i)]
+        rows, cols, _ = self.grid
+        width = min(760, cols * max(1, 760 // max(cols, 1)))
+        row_px = max(1, min(24, 240 // max(rows, 1)))  # a few rows: tall enough to see
+        imgs = []
+        for label, d, u in (("before", s.before_dirty, s.before_unsent), ("after", s.after_dirty, s.after_unsent)):
+            if d is None:
+                continue
+            img = np.repeat(grid_image(state_codes(d, u), self.grid), row_px, axis=0)
+            imgs.append(f"<div style='font-size:12px;margin-top:4px'>{label}</div>"
+                        + class_map_img(img, width=width, alt=f"{label}: page states", palette=STATE_COLORS))
+        return figure_html(f"postcopy discards of block {self.block!r} (static picture)",
+                           self.summary.value + "".join(imgs) + self.legend.value + self.wire.value)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
