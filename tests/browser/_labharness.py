@@ -75,15 +75,42 @@ WIDGET_CANVASES_JS = """
 }
 """
 
+#: ``(selector) -> str``: the text below an element, shadow roots included (bokeh 3 renders its Divs
+#: inside shadow DOM, which ``innerText`` does not enter)
+TEXT_JS = """
+(sel) => { const host = document.querySelector(sel); if (!host) return ''; const out = [];
+  const walk = (root) => { for (const n of root.childNodes) {
+      if (n.nodeType === 3) out.push(n.textContent);
+      else if (n.nodeType === 1 && !['STYLE', 'SCRIPT'].includes(n.tagName)) {
+        if (n.shadowRoot) walk(n.shadowRoot);
+        walk(n); } } };
+  walk(host); return out.join(' ').replace(/\\s+/g, ' '); }
+"""
+
+
+def text_of(page: Any, sel: str) -> str:
+    return page.evaluate(f"({TEXT_JS})({json.dumps(sel)})")
+
+
+def wait_text(page: Any, sel: str, text: str, present: bool = True, timeout_ms: int = 30_000) -> None:
+    """Wait until the text below ``sel`` (shadow roots included) contains ``text`` (or no longer does)."""
+    check = f"({TEXT_JS})({json.dumps(sel)}).includes({json.dumps(text)})"
+    page.wait_for_function(f"() => {'' if present else '!'}{check}", timeout=timeout_ms)
+
+
 #: Installs ``window.__rlmon`` watching the target ``sel`` (re-resolved every frame, so it may appear
-#: later).  ``pick``: ``"largest"`` hashes the canvases of the largest plot under the target (the page
-#: map), ``"all"`` every canvas, ``"dom"`` the target's text (for widgets without a canvas).
+#: later).  Until every plot below the target is drawn it reads one pixel row through the middle of
+#: each canvas (cheap: it must not slow the render it measures); after, it hashes every frame what
+#: ``pick`` says: ``"largest"`` the canvases of the largest plot (the page map), ``"all"`` every canvas,
+#: ``"dom"`` the target's text (widgets without a canvas).  ``changes`` are the frames whose hash moved.
+#: (``"largest"`` hashes the plot's primary canvas layer: bokeh draws a box-zoom band or a tooltip
+#: target on its overlay layer, which is not a repaint of the map.)
 MONITOR_JS = """
 ([sel, pick]) => {
   const mon = {frames: [], changes: [], keys: [], longtasks: [], drawnAt: null, allDrawnAt: null, foundAt: null,
                t0: performance.now(), last: null, stop: false};
   window.__rlmon = mon;
-  const canvasesOf = (host) => {
+  const canvasesOf = (host, which) => {
     const out = [];
     const walk = (root) => {
       for (const el of root.querySelectorAll('*')) {
@@ -92,32 +119,38 @@ MONITOR_JS = """
       }
     };
     walk(host);
-    if (pick !== 'largest' || !out.length) return out;
+    if (which !== 'largest' || !out.length) return out;
     const area = (c) => { const r = c.getBoundingClientRect(); return r.width * r.height; };
     const key = (c) => { const r = c.getBoundingClientRect(); return [r.left, r.top, r.width, r.height].join(); };
     const best = out.reduce((a, b) => area(b) > area(a) ? b : a);
-    return out.filter(c => key(c) === key(best));
+    return out.filter(c => key(c) === key(best)).slice(0, 1);  // its primary layer (not the overlays)
   };
-  const digest = (host, pick) => {
-    if (pick === 'dom') {
-      const t = host.innerText; let h = 0;
-      for (let i = 0; i < t.length; i++) h = (h * 31 + t.charCodeAt(i)) | 0;
-      return {hash: h, drawn: t.length > 0};
-    }
-    // drawn: every plot has a layer with more than two colours (bokeh stacks a mostly empty overlay canvas)
-    let h = 0;
+  // every plot drawn: one of its layers (bokeh stacks a mostly empty overlay canvas) has > 2 colours
+  // on the pixel row through its middle
+  const drawn = (host) => {
+    if (pick === 'dom') return host.innerText.length > 0;
     const plots = new Map();
-    for (const c of canvasesOf(host)) {
+    for (const c of canvasesOf(host, 'all')) {
       const r = c.getBoundingClientRect(), key = [r.left, r.top, r.width, r.height].join();
-      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      const d = c.getContext('2d').getImageData(0, Math.floor(c.height / 2), c.width, 1).data;
       const distinct = new Set();
-      for (let i = 0; i < d.length; i += 4 * 13) {
-        h = (h * 31 + d[i] + 3 * d[i + 1] + 7 * d[i + 2]) | 0;
-        if (distinct.size < 4) distinct.add(d[i] * 65536 + d[i + 1] * 256 + d[i + 2]);
-      }
+      for (let i = 0; i < d.length && distinct.size < 4; i += 4) distinct.add(d[i] * 65536 + d[i + 1] * 256 + d[i + 2]);
       plots.set(key, (plots.get(key) || false) || distinct.size > 2);
     }
-    return {hash: h, drawn: plots.size > 0 && [...plots.values()].every(v => v)};
+    return plots.size > 0 && [...plots.values()].every(v => v);
+  };
+  const digest = (host) => {
+    let h = 0;
+    if (pick === 'dom') {
+      const t = host.innerText;
+      for (let i = 0; i < t.length; i++) h = (h * 31 + t.charCodeAt(i)) | 0;
+      return h;
+    }
+    for (const c of canvasesOf(host, pick)) {
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 0; i < d.length; i += 4 * 13) h = (h * 31 + d[i] + 3 * d[i + 1] + 7 * d[i + 2]) | 0;
+    }
+    return h;
   };
   document.addEventListener('keydown', (e) => mon.keys.push({t: e.timeStamp, key: e.key}), true);
   try {
@@ -132,11 +165,13 @@ MONITOR_JS = """
     const host = document.querySelector(sel);
     if (host) {
       if (mon.foundAt === null) mon.foundAt = t;
-      const {hash, drawn} = digest(host, pick);
-      if (drawn && mon.drawnAt === null) mon.drawnAt = t;
-      if (mon.allDrawnAt === null && drawn && (pick !== 'largest' || digest(host, 'all').drawn)) mon.allDrawnAt = t;
-      if (mon.last !== null && hash !== mon.last) mon.changes.push(t);
-      mon.last = hash;
+      if (mon.allDrawnAt === null) {
+        if (drawn(host)) mon.drawnAt = mon.allDrawnAt = t;
+      } else {
+        const hash = digest(host);
+        if (mon.last !== null && hash !== mon.last) mon.changes.push(t);
+        mon.last = hash;
+      }
     }
     requestAnimationFrame(tick);
   };
@@ -223,7 +258,15 @@ class LabServer:
             proc.wait(timeout=5)
 
     def notebook_url(self, name: str) -> str:
-        return f"{self.url}/lab/tree/{name}?token={self.token}"
+        """The notebook alone in JupyterLab (``reset``: no tabs restored from an earlier page)."""
+        return f"{self.url}/lab/tree/{name}?reset&token={self.token}"
+
+    def shutdown_kernels(self) -> None:
+        """Stop every kernel of the server (REST API), e.g. between notebooks that hold large traces."""
+        kernels = json.loads(urllib.request.urlopen(f"{self.url}/api/kernels?token={self.token}", timeout=10).read())
+        for k in kernels:
+            req = urllib.request.Request(f"{self.url}/api/kernels/{k['id']}?token={self.token}", method="DELETE")
+            urllib.request.urlopen(req, timeout=30).read()
 
 
 def launch_browser(pw: Any) -> Any:
@@ -250,7 +293,7 @@ def offline_context(browser: Any, server: LabServer, viewport: dict[str, int], b
 def open_notebook(page: Any, server: LabServer, name: str, timeout_ms: int = 90_000) -> None:
     """Open ``name`` in JupyterLab and wait for its kernel to be idle (left sidebar collapsed)."""
     page.goto(server.notebook_url(name))
-    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=timeout_ms)
+    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook", timeout=timeout_ms)
     page.wait_for_function(KERNEL_IDLE_JS, timeout=timeout_ms)
     page.evaluate("""() => { const s = window.jupyterapp.shell;
         if (!s.leftCollapsed) s.collapseLeft(); if (!s.rightCollapsed) s.collapseRight(); }""")
