@@ -195,8 +195,8 @@ def test_bitmap_view_push_and_zoom():
     pm = v.map
     img = pm.sources[2].data["image"][0]  # the overview of the pass shown; the others come with a page
     assert img.shape[0] <= v.frame_height and img.shape[1] <= v.frame_width
-    assert img.dtype == np.uint8 and pm.sources[1].data["image"] == []
-    assert [r.visible for r in pm.renderers] == [False, False, True, False] and not pm.detail.visible
+    assert img.dtype == np.uint8 and pm.sources[1] is None  # the other passes come with a page
+    assert pm.shown_pass == 2 and not pm.detail.visible
     assert "XBZRLE" in pm.legend.text and "pass 2" in pm.legend.text
     # a box zoom arrives as a RangesUpdate event from the browser: the detail shows the region at full resolution
     v.figure._trigger_event(RangesUpdate(v.figure, x0=10, x1=60, y0=40, y1=20))
@@ -206,14 +206,14 @@ def test_bitmap_view_push_and_zoom():
     assert img.shape == (20, 50)
     np.testing.assert_array_equal(img, _grid(t.classes[2], v.grid)[20:40, 10:60])
     assert pm.detail_source.data["x"] == [10] and pm.detail_source.data["y"] == [20]
-    assert pm.detail.visible and not any(r.visible for r in pm.renderers)  # one hover per pixel
+    assert pm.detail.visible and pm.shown_pass is None  # the overview steps aside: one hover per pixel
     assert "zoomed on rows 20-39" in pm.legend.text
     # a pass change keeps the zoom
     v.set_pass(3)
     np.testing.assert_array_equal(pm.detail_source.data["image"][0], _grid(t.classes[3], v.grid)[20:40, 10:60])
     assert pm.detail_source.data["pass_"] == [3]
     v.reset_view()
-    assert not v.region.full_resolution and pm.detail_source.data["image"] == [] and pm.renderers[3].visible
+    assert not v.region.full_resolution and pm.detail_source.data["image"] == [] and pm.shown_pass == 3
     assert "zoomed" not in pm.legend.text
     assert v.page_at(3.5, 0.2) == 3 and v.page_at(-1, 0) is None
 
@@ -226,13 +226,15 @@ def test_page_map_overviews_fill_on_document_ready_and_fit_the_budget():
     t = synthetic_trace(n_pages=1 << 16, n_passes=12, with_page_bytes=False)
     pm = PageMap(t, 5, width=300, height=300, pixel_budget=300 * 300 * 4)
     assert pm.overview_shape == (150, 150)  # halved: 12 passes of 300 x 300 do not fit 4 frames' pixels
-    computed = [p for p, src in enumerate(pm.sources) if src.data["image"]]
-    assert computed == [5]  # only the pass shown travels with the first snapshot
-    sent = []
-    for p, src in enumerate(pm.sources):
-        src.on_change("data", lambda attr, old, new, p=p: sent.append(p))
+    assert [p for p, r in enumerate(pm.renderers) if r is not None] == [5]  # in the first snapshot
+    first = pm.renderers[5]
     pm.on_document_ready(DocumentReady())
-    assert sent[:5] == [5, 6, 4, 7, 3]  # nearest passes first (5 is resent: the page's snapshot may predate it)
+    assert all(r is not None for r in pm.renderers) and pm.renderers[5] is first
+    assert pm.figure.renderers[-1] is pm.detail and set(pm.hover.renderers) == {*pm.renderers, pm.detail}
+    assert pm._sync.args["overviews"] == pm.renderers  # the page's pass-change code sees them all
+    before = list(pm.renderers)
+    pm.on_document_ready(DocumentReady())  # another page: new models for it (and every page)
+    assert all(a is not b for a, b in zip(before[:5] + before[6:], pm.renderers[:5] + pm.renderers[6:]))
     shapes = {src.data["image"][0].shape for src in pm.sources}
     assert shapes == {(128, 128)}  # 256 x 256 pages at 2 x 2 pages a pixel, under 150 x 150
     for p in range(t.n_passes):  # each overview is the pass's own reduction
@@ -262,9 +264,9 @@ def test_player_slider_moves_map_highlight_and_text():
     t = synthetic_trace(n_pages=50_000, n_passes=6, seed=4)
     player = MigrationPlayer(t)
     pm = player.bitmap
-    assert [r.visible for r in pm.renderers] == [True] + [False] * 5
+    assert pm.shown_pass == 0
     player.slider.value = 3  # what the browser sends when a key moves the slider
-    assert player.bitmap.pass_index == 3 and [r.visible for r in pm.renderers] == [False] * 3 + [True, False, False]
+    assert player.bitmap.pass_index == 3 and pm.shown_pass == 3
     counts = np.bincount(t.classes[3], minlength=10)
     dom, _ = reduce_classes(t.classes[3], pm.grid, pm.overview_shape, reference_counts=counts)
     np.testing.assert_array_equal(pm.sources[3].data["image"][0], dom)
@@ -274,7 +276,7 @@ def test_player_slider_moves_map_highlight_and_text():
     assert len(player.timings_ms) == 1 and player.timings_ms[0] < 1000
     player.show_pass(5)
     assert "switchover" in player.layout_models.info_html(5)
-    assert player.pass_index == 5 and pm.renderers[5].visible
+    assert player.pass_index == 5 and pm.shown_pass == 5
 
 
 def test_player_convergence_line_and_error_banner():

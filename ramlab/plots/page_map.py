@@ -9,26 +9,28 @@ plot's resolution, colour-mapped once by the browser); a pass change only flips 
 visible, in JavaScript: the map repaints in the next frame, whatever the size of RAM and however
 busy the kernel is.  What else changes with the pass (the legend text here, the highlighted bars
 and the text of the player) follows one frame later, so it never delays the map; text is written
-into its box's element directly (re-rendering a bokeh ``Div`` re-lays out the whole layout).  The
-overviews are computed in numpy when the map is first shown in a page (``DocumentReady``) and sent
-one by one, nearest passes first; a notebook saved without a page (``nbclient``) holds only the
-first pass's image.  All passes' overviews together stay under ``pixel_budget`` pixels (coarser
-overviews beyond).
+into its box's element directly (re-rendering a bokeh ``Div`` re-lays out the whole layout).  In a
+notebook the widget is created with the renderer of the pass shown only (a smaller first picture,
+sooner); the other renderers come when a page shows the map (``DocumentReady``), and their
+overviews, computed in numpy, one by one, nearest passes first.  A notebook saved without a page
+(``nbclient``) holds only the first pass's image.  All passes' overviews together stay under
+``pixel_budget`` pixels (coarser overviews beyond).
 
 **Zoom.**  A box zoom (``RangesUpdate``) re-renders the visible rectangle in Python, at full
 resolution when it fits, into a "detail" image shown instead of the overview of its pass; on a pass
 change the browser shows the new pass's overview at once and Python sends the sharp detail after.
 
 **Reopen.**  On every ``DocumentReady`` (a page showing the map for the first time, or again after
-a reload / in a new tab, from the widget's first snapshot) Python re-sends the current pass, the
-overviews and the detail, so the page catches up with the kernel.
+a reload / in a new tab, from the widget's first snapshot, which has the first pass's renderer only)
+Python makes new renderers for the other passes (new models travel whole to every page) and re-sends
+the current pass and the detail, so the page catches up with the kernel.
 
     >>> from ramlab.trace import synthetic_trace
     >>> pm = PageMap(synthetic_trace(n_pages=4096, n_passes=3), pass_index=1, width=200, height=200)
-    >>> pm.pass_index, pm.grid, [r.visible for r in pm.renderers]
-    (1, (32, 128), [False, True, False])
-    >>> pm.set_pass(2); [r.visible for r in pm.renderers], pm.image.shape
-    ([False, False, True], (32, 128))
+    >>> pm.pass_index, pm.grid, pm.shown_pass
+    (1, (32, 128), 1)
+    >>> pm.set_pass(2); pm.shown_pass, pm.image.shape
+    (2, (32, 128))
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ from ramlab.trace import CLASS_NAMES, N_CLASSES, Trace
 
 __all__ = ["PageMap", "page_map_hover", "PIXEL_BUDGET"]
 
+_EMPTY: dict[str, list] = dict(image=[], x=[], y=[], dw=[], dh=[], pass_=[], ppp=[])
+#: renderers built directly, without the selection / muted glyph copies (views the browser would build)
+_BARE = dict(selection_glyph=None, nonselection_glyph=None, muted_glyph=None)
+
 #: pixels of all overviews of a map together (the browser keeps them as RGBA: 4 bytes a pixel)
 PIXEL_BUDGET = 8_000_000
 
@@ -106,9 +112,11 @@ SYNC_JS = SET_TEXT_JS + """
 const p = slider.value;
 const d = dsrc.data;
 const use_detail = d.image.length > 0 && d.pass_[0] === p;
-for (let i = 0; i < overviews.length; i++) {
-  const v = i === p && !use_detail;
-  if (overviews[i].visible !== v) overviews[i].visible = v;
+if (use_detail || overviews[p] != null) {  // else keep the map shown until Python sends that pass
+  for (let i = 0; i < overviews.length; i++) {
+    const r = overviews[i];
+    if (r != null && r.visible !== (i === p && !use_detail)) r.visible = i === p && !use_detail;
+  }
 }
 if (detail.visible !== use_detail) detail.visible = use_detail;
 if (cb_obj === slider) requestAnimationFrame(() => setTimeout(() => {
@@ -204,18 +212,18 @@ class PageMap:
         fig.title.text_font_style = "normal"
         fig.toolbar.logo = None
         fig.grid.visible = False
-        empty = dict(image=[], x=[], y=[], dw=[], dh=[], pass_=[], ppp=[])
-        glyph = dict(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper)
-        # one renderer a pass, built directly (fig.image would add selection / muted glyph copies)
-        self.sources = [ColumnDataSource(data=dict(empty)) for _ in range(n)]
-        bare = dict(selection_glyph=None, nonselection_glyph=None, muted_glyph=None)  # no clones in the browser
-        self.renderers = [GlyphRenderer(data_source=src, glyph=Image(**glyph), visible=p == self.pass_index, **bare)
-                          for p, src in enumerate(self.sources)]
-        fig.renderers.extend(self.renderers)
-        self.detail_source = ColumnDataSource(data=dict(empty))
-        self.detail = GlyphRenderer(data_source=self.detail_source, glyph=Image(**glyph), visible=False, **bare)
-        fig.renderers.append(self.detail)
-        fig.add_tools(page_map_hover(trace, cols, [*self.renderers, self.detail], extra=(("pixel", "@ppp"),)))
+        self._glyph = dict(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper)
+        self.detail_source = ColumnDataSource(data=dict(_EMPTY))
+        self.detail = GlyphRenderer(data_source=self.detail_source, glyph=Image(**self._glyph), visible=False,
+                                    **_BARE)
+        self.hover = page_map_hover(trace, cols, [self.detail], extra=(("pixel", "@ppp"),))
+        fig.add_tools(self.hover)
+        # the overview renderer of each pass: in a notebook only the pass shown travels with the widget's
+        # first snapshot, the others come when a page shows it (on_document_ready); a standalone page
+        # (python=False) has them all
+        self.sources: list[ColumnDataSource | None] = [None] * n
+        self.renderers: list[GlyphRenderer | None] = [None] * n
+        self._first_renderer: GlyphRenderer | None = None
         self.figure = fig
         self.slider = Slider(start=0, end=max(n - 1, 1), value=self.pass_index, step=1, title="pass",
                              width=self.frame_width, disabled=n < 2)
@@ -226,17 +234,18 @@ class PageMap:
         self.legend = Div(text=self._legends[self.pass_index], width=legend_w,
                           height=legend_height or text_height([*self._legends, zoom_line], legend_w, 12, 1.5),
                           styles={"overflow-y": "auto", "font-size": "12px", "line-height": "1.5"})
-        sync = CustomJS(args=dict(slider=self.slider, overviews=self.renderers, detail=self.detail,
-                                  dsrc=self.detail_source, legend=self.legend, legends=self._legends), code=SYNC_JS)
-        self.slider.js_on_change("value", sync)
-        self.detail_source.js_on_change("data", sync)
-        self.detail.js_on_change("visible", sync)  # a late detail of another pass stays hidden
+        self._sync = CustomJS(args=dict(slider=self.slider, overviews=[], detail=self.detail, dsrc=self.detail_source,
+                                        legend=self.legend, legends=self._legends), code=SYNC_JS)
+        self.slider.js_on_change("value", self._sync)
+        self.detail_source.js_on_change("data", self._sync)
+        self.detail.js_on_change("visible", self._sync)  # a late detail of another pass stays hidden
         self.python = python
         if python:
             self.slider.on_change("value", self._on_slider)
             fig.on_event(RangesUpdate, self._on_ranges)
         self._legend_zoomed = False
         self._fill(self.pass_index)
+        self._install([self.pass_index] if python else list(range(n)))
         self._show_current()
 
     # ------------------------------------------------------------------ API
@@ -259,6 +268,11 @@ class PageMap:
         """Back to the whole of RAM."""
         rows, cols = self.grid
         self.show_region(0, cols, 0, rows)
+
+    @property
+    def shown_pass(self) -> int | None:
+        """The pass whose overview renderer is visible (``None`` while the detail image is shown)."""
+        return next((p for p, r in enumerate(self.renderers) if r is not None and r.visible), None)
 
     @property
     def zoomed(self) -> bool:
@@ -287,14 +301,20 @@ class PageMap:
             self._fill(p)
 
     def on_document_ready(self, event: Any) -> None:
-        """A page shows the map (first time, reload, new tab): send what it lacks, nearest passes first."""
+        """A page shows the map (first time, reload, new tab): send what it lacks, nearest passes first.
+
+        The page was built from the widget's first snapshot: it knows the renderer of the first pass
+        shown only.  Every other pass gets a new renderer (new models travel whole, whatever an earlier
+        page got), holding its overview when it is computed already; the rest follow one by one.
+        """
         p0 = self.pass_index
+        first = self._first_renderer
+        self._install([p for p in range(self.trace.n_passes) if self.renderers[p] is not first])
         order = sorted(range(self.trace.n_passes), key=lambda p: (abs(p - p0), p < p0))
         for p in order:
-            if p in self._overviews:  # already sent: resend, the page's snapshot may predate it
-                self.sources[p].trigger("data", self.sources[p].data, self.sources[p].data)
-            else:
-                self._fill(p)
+            self._fill(p)
+        src = first.data_source
+        src.trigger("data", src.data, src.data)
         self.slider.trigger("value", self.slider.value, self.slider.value)
         self.detail_source.trigger("data", self.detail_source.data, self.detail_source.data)
         self.legend.trigger("text", self.legend.text, self.legend.text)
@@ -318,20 +338,50 @@ class PageMap:
             return
         self.pass_index = p
         self._fill(p)
+        if self.renderers[p] is None:  # before a page asked for them all
+            self._install([p])
         self._show_current()
 
     def _fill(self, p: int) -> None:
-        """Compute the overview of pass ``p`` and put it into its source (once)."""
+        """Compute the overview of pass ``p`` (once) and put it into its renderer's source if it has one."""
         if p in self._overviews:
             return
         dom, hist = reduce_classes(self.trace.classes[p], self.grid, self.overview_shape, rule=self.rule,
                                    reference_counts=self.counts[p])
+        self._overviews[p] = (dom, hist, self._overview_region())
+        src = self.sources[p]
+        if src is not None:
+            src.data = self._overview_data(p)
+
+    def _overview_data(self, p: int) -> dict[str, list]:
+        dom, _, reg = self._overviews[p]
         h, w = dom.shape
-        reg = self._overview_region()
-        fy, fx = reg.fy, reg.fx
-        self._overviews[p] = (dom, hist, reg)
-        self.sources[p].data = dict(image=[dom], x=[0], y=[0], dw=[w * fx], dh=[h * fy], pass_=[p],
-                                    ppp=[self._ppp(reg)])
+        return dict(image=[dom], x=[0], y=[0], dw=[w * reg.fx], dh=[h * reg.fy], pass_=[p], ppp=[self._ppp(reg)])
+
+    def _install(self, passes: list[int]) -> None:
+        """New overview renderers (new models) for ``passes``, handed to the figure, the hover and the
+        page's pass-change code in one go; each holds its overview if it is computed already."""
+        for p in passes:
+            src = ColumnDataSource(data=self._overview_data(p) if p in self._overviews else dict(_EMPTY))
+            self.sources[p] = src
+            self.renderers[p] = GlyphRenderer(data_source=src, glyph=Image(**self._glyph), visible=False, **_BARE)
+        if self._first_renderer is None:
+            self._first_renderer = self.renderers[self.pass_index]
+        self._apply_visibility()
+        live = [r for r in self.renderers if r is not None]
+        self.figure.renderers = [*live, self.detail]  # the detail on top
+        self.hover.renderers = [*live, self.detail]
+        self._sync.args = {**self._sync.args, "overviews": list(self.renderers)}
+
+    def _apply_visibility(self) -> None:
+        """The overview of the pass shown, or the detail when it is of that pass (the rule of SYNC_JS)."""
+        p = self.pass_index
+        use_detail = bool(self.detail_source.data["image"]) and self.detail_source.data["pass_"][0] == p
+        for i, r in enumerate(self.renderers):
+            if r is not None and r.visible != (i == p and not use_detail):
+                r.visible = i == p and not use_detail
+        if self.detail.visible != use_detail:
+            self.detail.visible = use_detail
 
     def _overview_region(self) -> Region:
         """Where the overviews sit and how many pages a pixel (the same for every pass)."""
@@ -360,13 +410,7 @@ class PageMap:
         elif self.detail_source.data["image"]:
             self.detail_source.data = dict(image=[], x=[], y=[], dw=[], dh=[], pass_=[], ppp=[])
         self.image, self.histogram, self.region = dom, hist, reg
-        use_detail = bool(self.detail_source.data["image"])
-        for i, r in enumerate(self.renderers):  # the same rule as SYNC_JS (no-ops when the page did it)
-            v = i == p and not use_detail
-            if r.visible != v:
-                r.visible = v
-        if self.detail.visible != use_detail:
-            self.detail.visible = use_detail
+        self._apply_visibility()  # no-ops when the page did it already
         if self.zoomed or self._legend_zoomed:  # the page writes the legend of a pass itself (SYNC_JS)
             self.legend.text = self._legend_html(p, hist if self.zoomed else None, reg)
             self._legend_zoomed = self.zoomed

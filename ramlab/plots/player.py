@@ -105,7 +105,7 @@ def pass_info_html(trace: Trace, counts: np.ndarray, nbytes: np.ndarray, p: int)
     if top:
         parts.append("mostly " + ", ".join(f"{CLASS_NAMES[k]} ({100 * c / max(sent, 1):.0f}%)" for c, k in top))
     if trace.dirty is not None:
-        parts.append(f"dirty at the start of the pass: {int(trace.dirty[p].sum()):,} pages")
+        parts.append(f"dirty at the start of the pass: {np.count_nonzero(trace.dirty[p]):,} pages")
     shown = ("remaining", "transferred", "dirty_sync_count", "xbzrle_cache_miss", "xbzrle_overflow")
     ctr = [f"{k}={int(np.asarray(trace.counters[k])[p]):,}" for k in shown if k in trace.counters]
     if ctr:
