@@ -136,8 +136,11 @@ def test_notebook_executed_by_nbclient_stays_small(tmp_path: Path):
         new_code_cell("import ramlab, ramlab.data\nm = ramlab.open(ramlab.data.data_path('xbzrle'))\nm.player()"),
         new_code_cell("from ramlab.trace import synthetic_trace\n"
                       "MigrationPlayer(synthetic_trace(n_pages=1 << 18, n_passes=12, with_page_bytes=False))"),
+        new_code_cell("from bokeh.plotting import figure, show\nf = figure(width=200, height=100)\n"
+                      "f.line([1, 2], [3, 4])\nshow(f)   # into the notebook, as the labs do"),
     ])
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
     path = tmp_path / "run.ipynb"
     nbformat.write(nb, str(path))
     text = path.read_text()
@@ -149,6 +152,8 @@ def test_notebook_executed_by_nbclient_stays_small(tmp_path: Path):
     outputs = [o for c in nb.cells for o in c.outputs]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert sum("text/html" in o.get("data", {}) for o in outputs) >= 2  # the static pictures
+    assert "application/vnd.bokehjs_exec.v0+json" in nb.cells[3].outputs[-1].get("data", {})  # show() drew here
+    assert not list(tmp_path.glob("*.html"))  # ... and not into a file
 
 
 def test_report_and_plots_do_not_pull_in_ipywidgets():

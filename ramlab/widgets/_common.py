@@ -75,17 +75,22 @@ def _in_kernel() -> bool:
 def setup(force: bool = True) -> bool:
     """Load BokehJS into this notebook page (offline: bokeh's own files; nothing kept in the saved file).
 
-    Calling it at the top of a notebook loads BokehJS early; the widgets call it themselves with
-    ``force=False`` (once per kernel), and carry a :class:`BokehJSLoader` for pages that reopen
-    the notebook.  Outside a Jupyter kernel it does nothing and returns ``False``.
+    Calling it at the top of a notebook loads BokehJS early and makes ``bokeh.plotting.show(fig)``
+    draw in the notebook; the widgets call it themselves with ``force=False`` (once per kernel), and
+    carry a :class:`BokehJSLoader` for pages that reopen the notebook.  Outside a Jupyter kernel it
+    does nothing and returns ``False``.
 
     >>> setup()        # in a plain interpreter: nothing to load into
     False
     """
     if not _in_kernel():
         return False
+    from bokeh.io.state import curstate
     from IPython.display import display
 
+    # bokeh.plotting.show() draws into the notebook (not into an HTML file) from now on; BokehJS is the
+    # loader's, not output_notebook()'s (which would embed it in the notebook, twice)
+    curstate().output_notebook()
     if force or not _state["page"]:
         handle = display({"application/javascript": loader_js()}, raw=True, display_id=True)
         if handle is not None:
