@@ -9,7 +9,7 @@ feature                                                 bound       why
 machine type ``pc-i440fx-X.Y`` (any ``...-X.Y`` name)   >= X.Y      a QEMU knows no newer machine types
 ``QEMU_VM_COMMAND`` 11 SWITCHOVER_START                 >= 10.0     new command in 10.0
 multifd packets carrying zero pages                     >= 9.0      packet field added in 9.0
-multifd channels opened by the packed 25-byte handshake 2.11..3.0   multifd's first form (the seed's)
+multifd channels open with a 25-byte handshake          2.11..3.0   multifd's first form (the seed's)
 mapped-ram (MEM_SIZE headers, capability in config)     >= 9.0      capability added in 9.0
 vmdesc JSON describes the configuration section         >= 8.2      JSON writer change in 8.2
 RAM_SAVE_FLAG_MULTIFD_FLUSH (0x200)                     >= 8.1      record added in 8.1

@@ -251,3 +251,10 @@ def test_set_backend_refuses_junk(value):
         assert isinstance(r, XbzrleError) or value in ("numpy", "numba", "auto")
     finally:
         codec._backend_choice = saved
+
+
+def test_zero_dimensional_arrays_as_the_batch_are_refused():
+    """Found by the hypothesis test above: a 0-d array is a Sequence-like numpy object that cannot be iterated."""
+    for enc in (np.array(5), np.array(b"ab")):
+        with pytest.raises(XbzrleError, match="encoded must be"):
+            xbzrle.decode_batch(enc, np.zeros((1, 8), np.uint8))

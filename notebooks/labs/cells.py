@@ -123,5 +123,5 @@ import ramlab
 from ramlab import lab
 from ramlab.trace import PageClass, CLASS_NAMES
 from ramlab.widgets import setup
-_ = setup()   # loads BokehJS into the page (inline, no network)
+_ = setup()   # loads BokehJS from the installed bokeh (no network; not saved with the notebook)
 """

@@ -687,7 +687,8 @@ def decode_batch(
     if isinstance(encoded, EncodedBatch):  # re-checked: its arrays may have been changed since
         _, offsets, buf = _check_batch(encoded.ret, encoded.offsets, encoded.buffer)
     else:
-        if isinstance(encoded, str | bytes | bytearray | memoryview) or not isinstance(encoded, Sequence | np.ndarray):
+        if (isinstance(encoded, str | bytes | bytearray | memoryview) or not isinstance(encoded, Sequence | np.ndarray)
+                or (isinstance(encoded, np.ndarray) and encoded.ndim == 0)):
             raise XbzrleError(f"encoded must be an EncodedBatch or a sequence of bytes-like pages, "
                               f"found {checks.describe(encoded)}")
         arrays = [_as_u8(e, f"encoded[{i}]") for i, e in enumerate(encoded)]
