@@ -270,6 +270,11 @@ def test_nbgrader_cycle(lab: str, course: tuple[Path, Any]) -> None:
     assert seconds < MAX_SECONDS, f"{lab} took {seconds:.0f} s (limit {MAX_SECONDS} s)"
     # no answer shows above its question, in the student's run or the teacher's
     blank = nbformat.read(course / "autograded" / "blank" / lab / f"{lab}.ipynb", as_version=4)
+    # the unanswered lab runs top to bottom: only its (raises-exception) check cells fail
+    broken = [f"cell {i}: {o.get('ename')}: {o.get('evalue')}" for i, c in enumerate(blank.cells)
+              if "raises-exception" not in c.metadata.get("tags", [])
+              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not broken, f"{lab}: cells other than the checks fail before the exercises are answered: {broken}"
     answers = _answers(teacher)
     questions = [c for c in teacher.cells if c.metadata.get("nbgrader", {}).get("grade_id", "").endswith("-question")]
     assert len(answers) == len(questions), f"{lab}: not every check cell recorded its answer"

@@ -106,7 +106,7 @@ def exercises_in(cells) -> list[ExerciseInfo]:
 
 
 HOW_TO = """
-### How the exercises work
+## How the exercises work
 
 Each exercise is a question, a cell for your answer and a **check** cell. Run the check: it
 says at once whether your answer has the right *form* (a letter, an integer, a function...) and

@@ -295,7 +295,8 @@ CELLS = [
     ws = int(np.isin(touched, np.flatnonzero(discarded)).sum())
     lab.table([("Hines & Gopalan, adaptive pre-paging (abstract)", "≤ 21%"),
                ("ramlab simulator, background push", f"{100 * r.counters['faults'] / max(ws, 1):.0f}%"),
-               ("pure demand paging (this model)", f"{100 * no_push / max(ws, 1):.0f}%")],
+               ("pure demand paging (this model)",
+                f"{100 * no_push / max(ws, 1):.0f}%" if no_push is not None else "(write demand_faults above)")],
               ["post-copy", "network faults / working set touched after the switch"])
     """),
     md("""
