@@ -232,6 +232,4 @@ def test_notebooks_copy_out_and_the_first_two_run(installed, tmp_path):
     sizes = {Path(p).name: Path(p.replace(".ipynb", ".executed.ipynb")).stat().st_size for p in first_two}
     print(f"\nexecuted notebook sizes: {sizes}")
     too_big = {k: v for k, v in sizes.items() if v >= NOTEBOOK_MAX_BYTES}
-    if too_big:
-        # XFAIL, owned by the widgets work (issue 14 item 4: BokehJS embedded in every saved notebook)
-        pytest.xfail(f"saved notebooks must stay < 1.5 MB; these are larger: {too_big}")
+    assert not too_big, f"saved notebooks must stay < 1.5 MB; these are larger: {too_big}"
