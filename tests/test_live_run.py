@@ -223,8 +223,13 @@ def test_live_view_state_from_a_replay() -> None:
     assert view.map_source.data["pass_"] == [last] and view.map_model is not None
     img = view.map_source.data["image"][0]
     assert PageClass.REQUESTED in img  # the page map shows the pass's classes
-    bars = view.bars_source.data
-    assert list(bars["NORMAL"]) == list(m.trace.class_counts()[:, PageClass.NORMAL])
+    quads = view.quads_source.data
+    normal = np.zeros(m.trace.n_passes)
+    np.add.at(normal, np.asarray(quads["pass"])[np.asarray(quads["cls"]) == "NORMAL"],
+              np.asarray(quads["pages"])[np.asarray(quads["cls"]) == "NORMAL"])
+    assert normal.tolist() == m.trace.class_counts()[:, PageClass.NORMAL].tolist()
+    assert list(view.bars_source.data["bytes"]) == m.trace.bytes_per_pass().tolist()
+    assert "static picture" in view.static_html() and "completed" in view.summary_text()
     assert "✓" in view.counters.value and "≠" not in view.counters.value  # QEMU agrees at the end
     assert view.set_button.disabled and not view.player_button.disabled
     assert len(view.remaining_source.data["t"]) > 0 and len(view.pass_source.data["t"]) == m.trace.n_passes
