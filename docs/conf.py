@@ -117,6 +117,10 @@ def _generate_cli() -> None:
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     for name, p in sub.choices.items():
         text = capture_parser().format_help() if name == "capture" else p.format_help()
+        if name == "watch":
+            from ramlab.cli.watch import build_parser as watch_parser
+
+            text = watch_parser().format_help()
         out += [f"## `ramlab {name}`", "", "```text", text.rstrip(), "```", ""]
     _write_if_changed(GENERATED / "cli.md", "\n".join(out))
 

@@ -35,6 +35,7 @@ MODULES = [
     "l07_writable_working_set",
     "l08_delta_compression",
     "l09_precopy_vs_postcopy",
+    "l10_steer",
 ]
 
 

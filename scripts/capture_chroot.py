@@ -252,9 +252,9 @@ def _multifd(compression: str | None) -> dict[str, Any]:
 
 #: ``--only`` name -> :func:`ramlab.capture.run.capture` keyword arguments (mapped-ram has its own recorder)
 CAPTURE_ARGS: dict[str, dict[str, Any]] = {
-    "plain": {},
-    "xbzrle": {"xbzrle_cache_size": 4 << 20},
-    "compress": {"compress_threads": 2, "compress_level": 1},
+    "plain": {"transport": "exec"},
+    "xbzrle": {"xbzrle_cache_size": 4 << 20, "transport": "exec"},
+    "compress": {"compress_threads": 2, "compress_level": 1, "transport": "exec"},
     "multifd": _multifd(None),
     "multifd-zlib": _multifd("zlib"),
     "multifd-zstd": _multifd("zstd"),

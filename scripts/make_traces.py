@@ -10,7 +10,7 @@ from __future__ import annotations
 import ramlab
 from ramlab.data import data_dir
 
-CAPTURES = ["plain", "q35-plain", "xbzrle", "compress", "multifd-zstd", "postcopy", "postcopy-hugepages"]
+CAPTURES = ["plain", "q35-plain", "xbzrle", "compress", "multifd-zstd", "postcopy", "postcopy-hugepages", "steer"]
 
 
 def main() -> None:

@@ -8,6 +8,9 @@ stream beyond its first 8 bytes.
   and the loader check :func:`load_stream_into_qemu`
 - :mod:`ramlab.capture.proxy` - unix-socket recorder/proxy for multifd and postcopy
 - :mod:`ramlab.capture.run` - :func:`capture` and the ``ramlab capture`` CLI (:func:`capture_main`)
+- :mod:`ramlab.capture.control` - watching and steering a capture while QEMU migrates
+  (:class:`CaptureObserver`, :class:`MigrationControl`)
+- :mod:`ramlab.capture.live` - :func:`watch`: a capture decoded live (a :class:`~ramlab.live.run.LiveRun`)
 - :mod:`ramlab.capture.build` - rebuilding the test guest ``guest/guest.elf``
 
 Example::
@@ -20,6 +23,8 @@ Example::
 from __future__ import annotations
 
 from ramlab.capture.build import GUEST_ELF, build_guest
+from ramlab.capture.control import CaptureObserver, MigrationControl
+from ramlab.capture.live import qemu_available, start_capture, watch, watch_or_replay
 from ramlab.capture.qemu import (
     LoadResult,
     MachineSpec,
@@ -33,6 +38,12 @@ from ramlab.capture.run import capture, capture_main
 
 __all__ = [
     "GUEST_ELF",
+    "CaptureObserver",
+    "MigrationControl",
+    "qemu_available",
+    "start_capture",
+    "watch",
+    "watch_or_replay",
     "LoadResult",
     "MachineSpec",
     "QMPClient",

@@ -11,6 +11,12 @@ copies bytes both ways, recording the forward (``fwd-N.bin``) and return-path
     ...  # source QEMU: migrate unix:proxy.sock; destination: migrate-incoming unix:dst.sock
     rec.stop()
     rec.chunks   # [{"dir": "fwd", "conn": 0, "offset": 0, "len": 65536, "t": 0.0012}, ...]
+
+A ``listener`` sees every chunk as soon as its bytes are in the file (this is how a migration is
+decoded while it runs, see :mod:`ramlab.live`): ``listener(direction, conn, path, offset, length,
+t)``, then once more with ``length == 0`` when that direction of the connection has ended. It runs
+in the pump thread, so it must be quick (queue a note, never decode there); an exception it raises
+is kept in :attr:`Recorder.errors` and does not stop the recording.
 """
 
 from __future__ import annotations
@@ -19,29 +25,37 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ramlab.errors import CaptureError
 
-__all__ = ["Recorder"]
+__all__ = ["Recorder", "ChunkListener"]
+
+#: ``listener(direction, conn, path, offset, length, t)``; ``length == 0``: the end of that stream
+ChunkListener = Callable[[str, int, Path, int, int, float], None]
 
 
 class Recorder:
     """Accept connections on ``listen_path``; record (and, with ``target``, forward) them.
 
-    Files are written into ``folder``: sink mode ``{prefix}-N.bin`` (prefix ``channel``),
-    proxy mode ``fwd-N.bin`` and ``ret-N.bin``. ``t0`` is the time origin of the chunk log
-    (``time.monotonic()``; set it when the migration starts).
+    Files are written into ``folder``: sink mode ``{prefix}-N.bin`` (prefix ``channel``; with
+    ``single=True`` the one connection is ``{prefix}.bin``, e.g. ``stream.bin``), proxy mode
+    ``fwd-N.bin`` and ``ret-N.bin``. ``t0`` is the time origin of the chunk log
+    (``time.monotonic()``; set it when the migration starts). ``listener``: see the module docstring.
     """
 
     def __init__(self, listen_path: str | Path, folder: str | Path, *, target: str | Path | None = None,
-                 prefix: str = "channel", max_connections: int = 16) -> None:
+                 prefix: str = "channel", max_connections: int = 16, single: bool = False,
+                 listener: ChunkListener | None = None) -> None:
         self.listen_path = Path(listen_path)
         self.folder = Path(folder)
         self.target = Path(target) if target is not None else None
         self.prefix = prefix
-        self.max_connections = max_connections
+        self.single = single
+        self.listener = listener
+        self.max_connections = 1 if single else max_connections
         self.t0 = time.monotonic()
         self.chunks: list[dict[str, Any]] = []
         self.errors: list[str] = []
@@ -59,10 +73,13 @@ class Recorder:
         out = []
         for i in range(self.connections):
             if self.target is None:
-                out.append(self.folder / f"{self.prefix}-{i}.bin")
+                out.append(self._sink_path(i))
             else:
                 out += [self.folder / f"fwd-{i}.bin", self.folder / f"ret-{i}.bin"]
         return out
+
+    def _sink_path(self, idx: int) -> Path:
+        return self.folder / (f"{self.prefix}.bin" if self.single else f"{self.prefix}-{idx}.bin")
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> Recorder:
@@ -87,11 +104,15 @@ class Recorder:
             except OSError:
                 break
             conn.settimeout(None)
+            if self.single and self.connections:
+                self.errors.append("a second connection to a single-stream recorder: refused")
+                conn.close()
+                continue
             idx = self.connections
             self.connections += 1
             self._socks.append(conn)
             if self.target is None:
-                path = self.folder / f"{self.prefix}-{idx}.bin"
+                path = self._sink_path(idx)
                 t = threading.Thread(target=self._pump, args=(conn, None, path, "fwd", idx), daemon=True)
                 t.start()
                 self._threads.append(t)
@@ -113,6 +134,7 @@ class Recorder:
     def _pump(self, src: socket.socket, dst: socket.socket | None, path: Path, direction: str,
               idx: int) -> None:
         offset = 0
+        listener = self.listener
         with open(path, "wb") as f:
             try:
                 while True:
@@ -121,12 +143,15 @@ class Recorder:
                         break
                     t = time.monotonic() - self.t0
                     f.write(chunk)
+                    if dst is not None:
+                        dst.sendall(chunk)
                     with self._lock:
                         self.chunks.append({"dir": direction, "conn": idx, "offset": offset,
                                             "len": len(chunk), "t": round(t, 6)})
+                    if listener is not None:
+                        f.flush()  # the listener's reader must find the bytes in the file
+                        self._notify(direction, idx, path, offset, len(chunk), t)
                     offset += len(chunk)
-                    if dst is not None:
-                        dst.sendall(chunk)
             except OSError as exc:
                 if not self._stopping:
                     self.errors.append(f"{direction}-{idx}: {exc}")
@@ -135,6 +160,15 @@ class Recorder:
                 if dst is not None:
                     with contextlib.suppress(OSError):
                         dst.shutdown(socket.SHUT_WR)
+                if listener is not None:
+                    self._notify(direction, idx, path, offset, 0, time.monotonic() - self.t0)
+
+    def _notify(self, direction: str, idx: int, path: Path, offset: int, length: int, t: float) -> None:
+        assert self.listener is not None
+        try:
+            self.listener(direction, idx, path, offset, length, t)
+        except Exception as exc:  # a listener's bug must not break the migration it watches
+            self.errors.append(f"listener on {direction}-{idx}: {exc!r}")
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every connection reached end of file in both directions (True) or timeout."""

@@ -18,6 +18,7 @@ get its guest RAM back, to prove that a stream ramlab wrote is one QEMU accepts:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -28,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,17 @@ __all__ = [
 
 QEMU_ENV = "RAMLAB_QEMU"
 DEFAULT_QEMU = "qemu-system-x86_64"
+
+#: the QEMU processes this interpreter started and has not stopped yet (killed at exit: a notebook
+#: kernel that exits during a live migration leaves no QEMU behind)
+_STARTED: weakref.WeakSet[QemuProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_started() -> None:
+    for vm in list(_STARTED):
+        with contextlib.suppress(Exception):
+            vm.kill()
 
 
 def find_qemu(binary: str | None = None) -> str:
@@ -242,6 +255,7 @@ class QemuProcess:
         argv = [self.binary, *self.argv[1:]]
         self.proc = subprocess.Popen(argv, cwd=self.folder, stdin=subprocess.DEVNULL,
                                      stdout=self._stderr_file, stderr=self._stderr_file)
+        _STARTED.add(self)
         client = QMPClient(self.qmp_path, timeout=self.qmp_timeout)
         deadline = time.monotonic() + self.qmp_timeout
         while True:

@@ -7,18 +7,23 @@ the recorded stream into a second QEMU and compares the RAM dumps (sha256), and 
 zstd-compressed files plus ``meta.json`` (the same keys as ``shared/captures``)::
 
     from ramlab.capture.run import capture
-    meta = capture("data/plain", ram_mib=16)                                   # precopy, exec:
+    meta = capture("data/plain", ram_mib=16)                                   # precopy
     meta = capture("data/xbzrle", capabilities=["xbzrle"], xbzrle_cache_size=4 << 20)
     meta = capture("data/multifd", multifd_channels=2, multifd_compression="zstd")
     meta = capture("data/postcopy", mode="postcopy")
     assert meta["replay"]["matched"]
 
-Transports: precopy goes to ``exec:cat > stream.bin``; multifd needs sockets, so the
-source migrates to ``unix:mig.sock`` where a :class:`~ramlab.capture.proxy.Recorder`
-acts as the destination (sink) and stores each connection as ``channel-N.bin``
-(0 = main); postcopy needs a live destination, so source -> ``unix:proxy.sock`` ->
+Transports: precopy goes to ``unix:mig.sock``, where a :class:`~ramlab.capture.proxy.Recorder`
+acts as the destination (sink) and stores the stream as ``stream.bin`` with the time of every
+chunk in ``chunks.jsonl`` (``transport="exec"``: QEMU writes ``exec:cat > stream.bin``, as the
+bundled captures of ``data/`` were made); multifd goes to the same sink, which stores each
+connection as ``channel-N.bin`` (0 = main); postcopy needs a live destination, so source -> ``unix:proxy.sock`` ->
 recorder (proxy) -> destination QEMU ``unix:dst.sock``, recording ``fwd-0.bin`` and
 the return path ``ret-0.bin``, and ``migrate-start-postcopy`` is sent after a few syncs.
+
+While QEMU migrates, a :class:`~ramlab.capture.control.CaptureObserver` can hear every recorded
+chunk and ``query-migrate`` sample, and a :class:`~ramlab.capture.control.MigrationControl` can
+change parameters, switch to postcopy or cancel (:mod:`ramlab.live` uses both).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ramlab.capture.build import GUEST_ELF
+from ramlab.capture.control import CaptureObserver, MigrationControl
 from ramlab.capture.proxy import Recorder
 from ramlab.capture.qemu import (
     MachineSpec,
@@ -47,8 +53,9 @@ from ramlab.capture.qemu import (
     work_dir,
 )
 from ramlab.errors import CaptureError, RamlabError
+from ramlab.live.samples import qmp_sample
 
-__all__ = ["capture", "capture_main", "parse_size", "STATUS_ADDR"]
+__all__ = ["capture", "capture_main", "capture_kwargs", "build_parser", "parse_size", "STATUS_ADDR"]
 
 STATUS_ADDR = 0x300000  # guest status page: "RAMLAB01", pass counter at +8, ready flag at +0x10
 QEVM_V3 = bytes.fromhex("5145564d00000003")
@@ -115,6 +122,9 @@ def _sample(info: dict[str, Any], t: float, who: str | None = None) -> dict[str,
         "remaining": ram.get("remaining"),
         "xbzrle-pages": (info.get("xbzrle-cache") or {}).get("pages"),
         "postcopy-requests": ram.get("postcopy-requests"),
+        "dirty-pages-rate": ram.get("dirty-pages-rate"),
+        "mbps": ram.get("mbps"),
+        "expected-downtime": info.get("expected-downtime"),
     }
     if who:
         out["who"] = who
@@ -136,8 +146,8 @@ def capture(
     compress_level: int | None = None,
     max_bandwidth: int | None = None,
     downtime_limit_ms: int = 1,
-    relax_after_syncs: int = 4,
-    postcopy_after_syncs: int = 2,
+    relax_after_syncs: int | None = 4,
+    postcopy_after_syncs: int | None = 2,
     max_postcopy_bandwidth: int | None = 1 << 20,
     hugepages: bool = False,
     hugetlbfs: str = "auto",
@@ -152,6 +162,11 @@ def capture(
     timeout: float = 120.0,
     binary: str | None = None,
     keep_work: bool = False,
+    transport: str = "unix",
+    observer: CaptureObserver | None = None,
+    control: MigrationControl | None = None,
+    sample_interval: float = 0.1,
+    on_timeout: str = "raise",
 ) -> dict[str, Any]:
     """Record one migration into ``out_dir``; return the meta dict (also ``out_dir/meta.json``).
 
@@ -168,10 +183,25 @@ def capture(
     migration completes (precopy); postcopy switches after ``postcopy_after_syncs`` syncs.
     ``hugepages`` backs RAM with a memory-backend-file; ``hugetlbfs="auto"`` mounts a
     private hugetlbfs when root (2 MiB pages), ``"off"`` uses a plain folder (4 KiB).
+    ``relax_after_syncs=None`` never relaxes, ``postcopy_after_syncs=None`` never switches by
+    itself (a :class:`~ramlab.capture.control.MigrationControl` may).
+
+    ``transport`` (precopy): ``"unix"`` records the stream through the recorder's unix socket
+    (``stream.bin`` plus the chunk log ``chunks.jsonl``, as multifd and postcopy always are);
+    ``"exec"`` has QEMU write it with ``exec:cat > stream.bin``. ``observer``
+    (:class:`~ramlab.capture.control.CaptureObserver`) hears the chunks and ``query-migrate``
+    samples (every ``sample_interval`` s and at every change) while QEMU migrates; ``control``
+    takes commands from other threads. ``on_timeout="cancel"`` cancels a migration still running
+    after ``timeout`` s (it ends with ``meta["cancelled"]``) instead of raising. A cancelled
+    migration keeps its (truncated) files and skips the replay.
     Raises :class:`~ramlab.errors.CaptureError` when QEMU fails.
     """
     if mode not in ("precopy", "postcopy"):
         raise RamlabError(f"mode must be 'precopy' or 'postcopy', not {mode!r}")
+    if transport not in ("unix", "exec"):
+        raise RamlabError(f"transport must be 'unix' or 'exec', not {transport!r}")
+    if on_timeout not in ("raise", "cancel"):
+        raise RamlabError(f"on_timeout must be 'raise' or 'cancel', not {on_timeout!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     caps: list[str] = list(dict.fromkeys(capabilities))
@@ -218,7 +248,8 @@ def capture(
         "kernel_sha256": _sha256(Path(kernel).read_bytes()) if kernel is not None else None,
         "qemu_cwd": "work folder (relative names only)",
         "capabilities": caps,
-        "mode": "multifd" if multifd else ("postcopy-running-dst" if mode == "postcopy" else "exec"),
+        "mode": "multifd" if multifd else ("postcopy-running-dst" if mode == "postcopy" else
+                                          ("exec" if transport == "exec" else "unix-sink")),
         "qemu_version_cli": qemu_version(binary),
         "host": platform.release(),
         "recorded_by": "ramlab.capture.run.capture",
@@ -242,153 +273,265 @@ def capture(
         _record(meta, spec, wd, out, caps, params, dst_params, mode, multifd,
                 relax_after_syncs=relax_after_syncs, postcopy_after_syncs=postcopy_after_syncs,
                 min_guest_passes=min_guest_passes, guest_init_wait_s=guest_init_wait_s,
-                replay=replay, zstd_level=zstd_level, keep_raw=keep_raw, timeout=timeout, binary=binary)
+                replay=replay, zstd_level=zstd_level, keep_raw=keep_raw, timeout=timeout, binary=binary,
+                transport=transport, observer=observer, control=control, sample_interval=sample_interval,
+                on_timeout=on_timeout)
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
-def _record(meta: dict[str, Any], spec: MachineSpec, wd: Path, out: Path, caps: list[str],
-            params: dict[str, Any], dst_params: dict[str, Any], mode: str, multifd: bool, *,
-            relax_after_syncs: int, postcopy_after_syncs: int, min_guest_passes: int,
-            guest_init_wait_s: float, replay: bool, zstd_level: int, keep_raw: bool, timeout: float,
-            binary: str | None) -> None:
-    postcopy = mode == "postcopy"
-    raw: dict[str, bytes] = {}
-    src = QemuProcess(wd, "src", spec, binary=binary)
-    dst: QemuProcess | None = None
-    recorder: Recorder | None = None
-    try:
+class _Recording:
+    """One migration of :func:`capture`: the QEMU processes, the recorder and the QMP loop.
+
+    :meth:`run` migrates and fills ``meta``/``raw``; the loop polls ``query-migrate`` every few
+    milliseconds (samples into ``meta`` at every change of status or dirty-sync count), applies the
+    capture's own rules (relax the downtime limit, switch to postcopy), runs the commands of a
+    :class:`MigrationControl` and tells a :class:`CaptureObserver` what happens.
+    """
+
+    def __init__(self, meta: dict[str, Any], spec: MachineSpec, wd: Path, caps: list[str],
+                 params: dict[str, Any], dst_params: dict[str, Any], mode: str, multifd: bool, *,
+                 transport: str, relax_after_syncs: int | None, postcopy_after_syncs: int | None,
+                 min_guest_passes: int, guest_init_wait_s: float, timeout: float, on_timeout: str,
+                 binary: str | None, observer: CaptureObserver | None, control: MigrationControl | None,
+                 sample_interval: float) -> None:
+        self.meta, self.spec, self.wd, self.caps = meta, spec, wd, caps
+        self.params, self.dst_params = params, dst_params
+        self.postcopy = mode == "postcopy"
+        self.multifd = multifd
+        self.transport = transport
+        self.relax_after_syncs = relax_after_syncs
+        self.postcopy_after_syncs = postcopy_after_syncs
+        self.min_guest_passes = min_guest_passes
+        self.guest_init_wait_s = guest_init_wait_s
+        self.timeout = timeout
+        self.on_timeout = on_timeout
+        self.binary = binary
+        self.observer = observer or CaptureObserver()
+        self.control = control
+        self.sample_interval = sample_interval
+        self.raw: dict[str, bytes] = {}
+        self.samples: list[dict[str, Any]] = []
+        self.src: QemuProcess | None = None
+        self.dst: QemuProcess | None = None
+        self.recorder: Recorder | None = None
+        self.status = "none"
+
+    @property
+    def live_mode(self) -> str:
+        return "postcopy" if self.postcopy else ("multifd" if self.multifd else "precopy")
+
+    def run(self) -> None:
+        try:
+            self._prepare()
+            self._migrate()
+            self._collect()
+        finally:
+            if self.control is not None:
+                self.control.close(f"the migration is over ({self.status})")
+            if self.recorder is not None:
+                with contextlib.suppress(Exception):
+                    self.recorder.stop(timeout=0.5)
+            if self.dst is not None:
+                self.dst.quit()
+            if self.src is not None:
+                self.src.quit()
+
+    # ------------------------------------------------------------------ before migrate
+    def _prepare(self) -> None:
+        meta, spec, wd, binary = self.meta, self.spec, self.wd, self.binary
+        src = self.src = QemuProcess(wd, "src", spec, binary=binary)
         src.start()
         meta["cmdline_src"] = src.cmdline
         meta["qemu_version_qmp"] = src.qmp.greeting.get("version") if src.qmp.greeting else None
-        if postcopy:
-            dst = QemuProcess(wd, "dst", spec, incoming="defer", binary=binary).start()
-            meta["cmdline_dst"] = dst.cmdline
+        if self.postcopy:
+            self.dst = QemuProcess(wd, "dst", spec, incoming="defer", binary=binary).start()
+            meta["cmdline_dst"] = self.dst.cmdline
         if spec.kernel is not None:
-            meta["guest_passes_at_start"] = _wait_guest(src, min_guest_passes, timeout=min(timeout, 30.0))
-        time.sleep(guest_init_wait_s)
-        meta["guest_init_wait_s"] = guest_init_wait_s
-        set_migration_config(src, caps, params)
-        meta["qmp_set_parameters_src"] = params
+            meta["guest_passes_at_start"] = _wait_guest(src, self.min_guest_passes, timeout=min(self.timeout, 30.0))
+        time.sleep(self.guest_init_wait_s)
+        meta["guest_init_wait_s"] = self.guest_init_wait_s
+        set_migration_config(src, self.caps, self.params)
+        meta["qmp_set_parameters_src"] = self.params
+        if self.control is not None:  # commands given before the migration (capabilities...)
+            if not self.control.wait_go(self.timeout, lambda: self._run_control(0.0)):
+                raise CaptureError(f"migrate was not requested within {self.timeout}s")
         meta["migrate_capabilities_src"] = [c for c in src.qmp.execute("query-migrate-capabilities")
                                             if c.get("state")]
         meta["migrate_parameters_src"] = src.qmp.execute("query-migrate-parameters")
         meta["info_ramblock_src"] = src.hmp("info ramblock")
         with contextlib.suppress(CaptureError):
-            meta["machine_type_resolved"] = src.qmp.execute("qom-get", {"path": "/machine",
-                                                                        "property": "type"})
-        if postcopy:
+            meta["machine_type_resolved"] = src.qmp.execute("qom-get", {"path": "/machine", "property": "type"})
+        listener = self.observer.chunk
+        if self.postcopy:
+            dst = self.dst
             assert dst is not None
-            set_migration_config(dst, caps, dst_params)
-            meta["qmp_set_parameters_dst"] = dst_params
+            set_migration_config(dst, self.caps, self.dst_params)
+            meta["qmp_set_parameters_dst"] = self.dst_params
             meta["info_ramblock_dst"] = dst.hmp("info ramblock")
             dst.qmp.execute("migrate-incoming", {"uri": "unix:dst.sock"})
             meta["migrate_incoming_uri_dst"] = "unix:dst.sock"
-            recorder = Recorder(wd / "proxy.sock", wd, target=wd / "dst.sock").start()
-            uri = "unix:proxy.sock"
+            self.recorder = Recorder(wd / "proxy.sock", wd, target=wd / "dst.sock", listener=listener).start()
+            self.uri = "unix:proxy.sock"
             meta["migrate_uri"] = "unix:proxy.sock (proxy -> unix:dst.sock)"
-        elif multifd:
-            recorder = Recorder(wd / "mig.sock", wd, prefix="channel").start()
-            uri = "unix:mig.sock"
-            meta["migrate_uri"] = uri
+        elif self.multifd:
+            self.recorder = Recorder(wd / "mig.sock", wd, prefix="channel", listener=listener).start()
+            self.uri = meta["migrate_uri"] = "unix:mig.sock"
+        elif self.transport == "unix":
+            self.recorder = Recorder(wd / "mig.sock", wd, prefix="stream", single=True, listener=listener).start()
+            self.uri = meta["migrate_uri"] = "unix:mig.sock"
         else:
-            uri = "exec:cat > stream.bin"
-            meta["migrate_uri"] = uri
-        if not postcopy:
-            meta["relax_rule"] = (f"downtime-limit={params['downtime-limit']} ms until dirty-sync-count >= "
-                                  f"{relax_after_syncs}, then 10000 ms")
+            if self.observer.__class__ is not CaptureObserver:
+                raise RamlabError("watching a precopy capture needs transport='unix' (exec: has no recorder)")
+            self.uri = meta["migrate_uri"] = "exec:cat > stream.bin"
+        if not self.postcopy and self.relax_after_syncs is not None:
+            meta["relax_rule"] = (f"downtime-limit={self.params['downtime-limit']} ms until dirty-sync-count >= "
+                                  f"{self.relax_after_syncs}, then 10000 ms")
 
-        samples: list[dict[str, Any]] = []
+    # ------------------------------------------------------------------ the QMP loop
+    def _event(self, t: float, text: str) -> None:
+        entry = {"t": round(t, 4), "event": text}
+        self.samples.append(entry)
+        self.observer.sample(dict(entry))
+
+    def _run_control(self, t: float) -> None:
+        if self.control is None:
+            return
+        assert self.src is not None
+        for entry in self.control.run_pending(self.src.qmp, t):
+            self.samples.append(entry)
+            self.observer.sample(dict(entry))
+
+    def _migrate(self) -> None:
+        src, dst, meta = self.src, self.dst, self.meta
+        assert src is not None
         t0 = time.monotonic()
-        if recorder is not None:
-            recorder.t0 = t0
-        src.qmp.execute("migrate", {"uri": uri})
-        deadline = t0 + timeout
+        if self.recorder is not None:
+            self.recorder.t0 = t0
+        self.observer.started(t0, self.live_mode, int(self.params.get("multifd-channels", 0)) if self.multifd else 0,
+                              dict(meta["migrate_parameters_src"]))
+        src.qmp.execute("migrate", {"uri": self.uri})
+        deadline = t0 + self.timeout
         last_key: tuple[Any, ...] | None = None
-        relaxed = switched = False
+        next_sample = 0.0
+        relaxed = switched = timed_out = False
         dst_last: str | None = None
         dst_done = False
+        who = "src" if self.postcopy else None
         while True:
             now = time.monotonic()
-            if now > deadline:
-                raise CaptureError(f"migration did not finish in {timeout}s; src stderr: {src.stderr_text()}")
+            if now > deadline and not timed_out:
+                if self.on_timeout != "cancel":
+                    raise CaptureError(f"migration did not finish in {self.timeout}s; src stderr: {src.stderr_text()}")
+                timed_out = True
+                self._event(now - t0, f"timeout after {self.timeout}s: migrate_cancel")
+                with contextlib.suppress(CaptureError):
+                    src.qmp.execute("migrate_cancel")
+            if now > deadline + 30.0:
+                raise CaptureError(f"migration did not end 30 s after migrate_cancel; src stderr: {src.stderr_text()}")
             if not src.alive():
                 raise CaptureError(f"source QEMU exited: {src.stderr_text()}")
+            self._run_control(now - t0)
             info = src.query_migrate()
             ram = info.get("ram") or {}
-            status = info.get("status")
+            status = str(info.get("status"))
             key = (status, ram.get("dirty-sync-count"))
-            if key != last_key:
-                samples.append(_sample(info, now - t0, "src" if postcopy else None))
+            changed = key != last_key
+            if changed:
+                self.samples.append(_sample(info, now - t0, who))
                 last_key = key
+            if changed or now - t0 >= next_sample or status in _FINAL:
+                self.observer.sample(qmp_sample(info, now - t0))
+                next_sample = now - t0 + self.sample_interval
             syncs = ram.get("dirty-sync-count") or 0
+            if status == "cancelled" and (timed_out or (self.control and self.control.cancel_requested)):
+                self.status = "cancelled"
+                break
             if status in ("failed", "cancelled"):
                 extra = f"; dst stderr: {dst.stderr_text()}" if dst else ""
                 raise CaptureError(f"migration {status}: {info.get('error-desc', '')}; src stderr: "
                                    f"{src.stderr_text()}{extra}")
-            if postcopy:
+            if self.postcopy:
                 assert dst is not None
-                if not switched and status == "active" and syncs >= postcopy_after_syncs:
+                if (not switched and status == "active" and self.postcopy_after_syncs is not None
+                        and syncs >= self.postcopy_after_syncs):
                     src.qmp.execute("migrate-start-postcopy")
-                    samples.append({"t": round(time.monotonic() - t0, 4), "event": "migrate-start-postcopy"})
+                    self._event(time.monotonic() - t0, "migrate-start-postcopy")
                     switched = True
-                if switched and not dst_done:
+                switched = switched or bool(self.control and self.control.postcopy_requested)
+                if (switched or status == "completed") and not dst_done:
                     dinfo = dst.query_migrate()
                     if dinfo.get("status") != dst_last:
                         dst_last = dinfo.get("status")
-                        samples.append(_sample(dinfo, time.monotonic() - t0, "dst"))
+                        self.samples.append(_sample(dinfo, time.monotonic() - t0, "dst"))
                     if dst_last == "completed":
                         dst.qmp.execute("stop")
-                        samples.append({"t": round(time.monotonic() - t0, 4), "event": "dst stop"})
+                        self.samples.append({"t": round(time.monotonic() - t0, 4), "event": "dst stop"})
                         meta["dst_query_migrate"] = dinfo
                         dst_done = True
                     elif dst_last == "failed":
                         raise CaptureError(f"destination failed: {dst.stderr_text()}")
                 if status == "completed" and dst_done:
+                    self.status = status
                     break
             else:
-                if not relaxed and status == "active" and syncs >= relax_after_syncs:
+                if (not relaxed and status == "active" and self.relax_after_syncs is not None
+                        and syncs >= self.relax_after_syncs):
                     src.qmp.execute("migrate-set-parameters", {"downtime-limit": 10000})
-                    samples.append({"t": round(time.monotonic() - t0, 4), "event": "relaxed downtime-limit"})
+                    self.samples.append({"t": round(time.monotonic() - t0, 4), "event": "relaxed downtime-limit",
+                                         "arguments": {"downtime-limit": 10000}})
+                    self.observer.sample(dict(self.samples[-1]))
                     relaxed = True
                 if status == "completed":
+                    self.status = status
                     break
             time.sleep(0.002)
         meta["migrate_wall_s"] = round(time.monotonic() - t0, 3)
         final = src.query_migrate()
         meta["query_migrate_final"] = final
-        if samples and samples[-1].get("status") != "completed":
-            samples.append(_sample(final, time.monotonic() - t0, "src" if postcopy else None))
-        meta["progress_samples"] = samples
+        if self.samples and self.samples[-1].get("status") != final.get("status"):
+            self.samples.append(_sample(final, time.monotonic() - t0, who))
+        if self.status == "cancelled":
+            meta["cancelled"] = "timeout" if timed_out else "migrate_cancel"
+        meta["progress_samples"] = self.samples
+        meta["control_commands"] = []  # QMP commands another thread ran during the migration
+        if self.control is not None:
+            self.control.close(f"the migration is over ({self.status})")
+            meta["control_commands"] = self.control.log
         src.qmp.poll_events(0.05)
         meta["events_src"] = src.qmp.events
         meta["query_status_src_after"] = src.qmp.execute("query-status")
-        if recorder is not None:
-            recorder.stop(timeout=10.0)
+        if self.recorder is not None:
+            self.recorder.stop(timeout=10.0)
+        self.observer.stopped(self.status)
+
+    # ------------------------------------------------------------------ after the migration
+    def _collect(self) -> None:
+        src, dst, meta, raw, wd, spec = self.src, self.dst, self.meta, self.raw, self.wd, self.spec
+        assert src is not None
         ram_src, hmp_out = src.pmemsave("guest-ram.bin")
         meta["hmp_pmemsave_src"] = f'pmemsave 0 {spec.ram_bytes} "guest-ram.bin"'
         meta["hmp_pmemsave_src_out"] = hmp_out
         raw["guest-ram.bin"] = ram_src
-        if postcopy:
+        recorder = self.recorder
+        if self.postcopy:
             assert dst is not None and recorder is not None
-            meta["dst_query_status"] = dst.qmp.execute("query-status")
-            dst.qmp.poll_events(0.05)
-            meta["events_dst"] = dst.qmp.events
-            ram_dst, hmp_out = dst.pmemsave("guest-ram-dst.bin")
-            meta["hmp_pmemsave_dst"] = f'pmemsave 0 {spec.ram_bytes} "guest-ram-dst.bin"'
-            meta["hmp_pmemsave_dst_out"] = hmp_out
-            raw["guest-ram-dst.bin"] = ram_dst
-            diff = [i for i in range(0, len(ram_src), 4096) if ram_src[i:i + 4096] != ram_dst[i:i + 4096]]
-            meta["src_vs_dst_ram"] = {"differing_pages": len(diff),
-                                      "first_differing_offsets": [hex(i) for i in diff[:64]]}
+            if self.status == "completed":
+                meta["dst_query_status"] = dst.qmp.execute("query-status")
+                dst.qmp.poll_events(0.05)
+                meta["events_dst"] = dst.qmp.events
+                ram_dst, hmp_out = dst.pmemsave("guest-ram-dst.bin")
+                meta["hmp_pmemsave_dst"] = f'pmemsave 0 {spec.ram_bytes} "guest-ram-dst.bin"'
+                meta["hmp_pmemsave_dst_out"] = hmp_out
+                raw["guest-ram-dst.bin"] = ram_dst
+                diff = [i for i in range(0, len(ram_src), 4096) if ram_src[i:i + 4096] != ram_dst[i:i + 4096]]
+                meta["src_vs_dst_ram"] = {"differing_pages": len(diff),
+                                          "first_differing_offsets": [hex(i) for i in diff[:64]]}
             meta["dst_stderr"] = dst.stderr_text()
             for i in range(recorder.connections):
                 raw[f"fwd-{i}.bin"] = (wd / f"fwd-{i}.bin").read_bytes()
                 raw[f"ret-{i}.bin"] = (wd / f"ret-{i}.bin").read_bytes()
-            raw["chunks.jsonl"] = "".join(json.dumps(c) + "\n" for c in recorder.chunks).encode()
-            meta["chunks_jsonl"] = {"lines": len(recorder.chunks),
-                                    "t": "seconds since the QMP migrate command was sent (time.monotonic)"}
-        elif multifd:
+        elif self.multifd:
             assert recorder is not None
             chans = []
             for i in range(recorder.connections):
@@ -399,22 +542,32 @@ def _record(meta: dict[str, Any], spec: MachineSpec, wd: Path, out: Path, caps: 
             meta["recorded_channels"] = chans
             meta["main_channel"] = "channel-0.bin"
         else:
-            raw["stream.bin"] = (wd / "stream.bin").read_bytes()
-        meta["src_stderr"] = src.stderr_text()
-    finally:
+            path = wd / "stream.bin"
+            raw["stream.bin"] = path.read_bytes() if path.exists() else b""
         if recorder is not None:
-            with contextlib.suppress(Exception):
-                recorder.stop(timeout=0.5)
-        if dst is not None:
-            dst.quit()
-        src.quit()
+            raw["chunks.jsonl"] = "".join(json.dumps(c) + "\n" for c in recorder.chunks).encode()
+            meta["chunks_jsonl"] = {"lines": len(recorder.chunks),
+                                    "t": "seconds since the QMP migrate command was sent (time.monotonic)"}
+        meta["src_stderr"] = src.stderr_text()
 
+
+_FINAL = ("completed", "failed", "cancelled")
+
+
+def _record(meta: dict[str, Any], spec: MachineSpec, wd: Path, out: Path, caps: list[str],
+            params: dict[str, Any], dst_params: dict[str, Any], mode: str, multifd: bool, *,
+            replay: bool, zstd_level: int, keep_raw: bool, timeout: float, binary: str | None,
+            **options: Any) -> None:
+    rec = _Recording(meta, spec, wd, caps, params, dst_params, mode, multifd, timeout=timeout,
+                     binary=binary, **options)
+    rec.run()
+    raw = rec.raw
     main = raw.get("stream.bin") or raw.get("channel-0.bin") or raw.get("fwd-0.bin") or b""
-    if main[:8] != QEVM_V3:
+    if main[:8] != QEVM_V3 and rec.status != "cancelled":
         raise CaptureError(f"recorded stream does not start with QEVM v3: {main[:8].hex()}")
 
-    if replay:
-        meta["replay"] = _replay(spec, wd, raw, caps, dst_params, postcopy, multifd, timeout, binary)
+    if replay and rec.status == "completed":
+        meta["replay"] = _replay(spec, wd, raw, caps, dst_params, rec.postcopy, multifd, timeout, binary)
 
     files: dict[str, Any] = {}
     for fname, data in raw.items():
@@ -468,13 +621,15 @@ def _replay(spec: MachineSpec, wd: Path, raw: dict[str, bytes], caps: list[str],
 
 # --- CLI ------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ramlab capture",
-        description="Record a real QEMU migration of the ramlab test guest (needs qemu-system-x86_64).",
-        epilog="example: ramlab capture data/xbzrle --ram 16M --xbzrle --cache-size 4M",
-    )
-    p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
+def build_parser(*, prog: str = "ramlab capture", out_dir: bool = True,
+                 description: str = "Record a real QEMU migration of the ramlab test guest "
+                                    "(needs qemu-system-x86_64).",
+                 epilog: str = "example: ramlab capture data/xbzrle --ram 16M --xbzrle --cache-size 4M",
+                 ) -> argparse.ArgumentParser:
+    """The options of ``ramlab capture`` (``ramlab watch`` takes the same, without ``OUT_DIR``)."""
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    if out_dir:
+        p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
     p.add_argument("--ram", default="16M", help="guest RAM (default 16M)")
     p.add_argument("--machine", choices=["pc", "q35"], default="pc", help="machine type (default pc)")
     p.add_argument("--xbzrle", action="store_true", help="enable the xbzrle capability")
@@ -495,7 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max-bandwidth in bytes/s (default RAM/2, e.g. 8M for 16M)")
     p.add_argument("--downtime-ms", type=int, default=1, help="initial downtime-limit (default 1)")
     p.add_argument("--relax-after", type=int, default=4, metavar="SYNCS",
-                   help="raise downtime-limit to 10 s after this many syncs (default 4)")
+                   help="raise downtime-limit to 10 s after this many syncs (default 4; 0: never)")
+    p.add_argument("--exec", action="store_true",
+                   help="precopy: QEMU writes exec:cat > stream.bin (no chunk log) instead of the recorder's socket")
     p.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
                    help="extra migrate-set-parameters entry (repeatable; ints parsed)")
     p.add_argument("--cap", action="append", default=[], metavar="CAPABILITY",
@@ -511,39 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
 def capture_main(argv: Sequence[str] | None = None) -> int:
     """``ramlab capture OUT_DIR [options]``; returns the exit code (0 = replay matched)."""
     args = build_parser().parse_args(argv)
-    extra: dict[str, Any] = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        try:
-            extra[k] = int(v)
-        except ValueError:
-            extra[k] = v
     try:
-        meta = capture(
-            args.out_dir,
-            machine=args.machine,
-            ram_mib=parse_size(args.ram) >> 20,
-            capabilities=args.cap,
-            parameters=extra,
-            mode="postcopy" if args.postcopy else "precopy",
-            multifd_channels=args.multifd,
-            multifd_compression=args.multifd_compression,
-            xbzrle_cache_size=parse_size(args.cache_size) if args.xbzrle else None,
-            compress_threads=args.compress_threads if args.compress else None,
-            compress_level=args.compress_level if args.compress else None,
-            max_bandwidth=parse_size(args.bandwidth) if args.bandwidth else None,
-            downtime_limit_ms=args.downtime_ms,
-            relax_after_syncs=args.relax_after,
-            postcopy_after_syncs=args.postcopy_after,
-            max_postcopy_bandwidth=parse_size(args.postcopy_bandwidth),
-            hugepages=args.hugepages,
-            hugetlbfs=args.hugetlbfs,
-            note=args.note,
-            replay=not args.no_replay,
-            keep_raw=args.keep_raw,
-            zstd_level=args.zstd_level,
-            timeout=args.timeout,
-        )
+        meta = capture(args.out_dir, **capture_kwargs(args))
     except RamlabError as exc:
         print(f"ramlab capture: error: {exc}")
         return 1
@@ -556,6 +682,42 @@ def capture_main(argv: Sequence[str] | None = None) -> int:
         print(f"replay matched: {meta['replay']['matched']}")
         return 0 if meta["replay"]["matched"] else 2
     return 0
+
+
+def capture_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The :func:`capture` keyword arguments of parsed :func:`build_parser` options."""
+    extra: dict[str, Any] = {}
+    for item in args.set:
+        k, _, v = item.partition("=")
+        try:
+            extra[k] = int(v)
+        except ValueError:
+            extra[k] = v
+    return dict(
+        machine=args.machine,
+        ram_mib=parse_size(args.ram) >> 20,
+        capabilities=args.cap,
+        parameters=extra,
+        mode="postcopy" if args.postcopy else "precopy",
+        multifd_channels=args.multifd,
+        multifd_compression=args.multifd_compression,
+        xbzrle_cache_size=parse_size(args.cache_size) if args.xbzrle else None,
+        compress_threads=args.compress_threads if args.compress else None,
+        compress_level=args.compress_level if args.compress else None,
+        max_bandwidth=parse_size(args.bandwidth) if args.bandwidth else None,
+        downtime_limit_ms=args.downtime_ms,
+        relax_after_syncs=args.relax_after or None,
+        postcopy_after_syncs=args.postcopy_after,
+        max_postcopy_bandwidth=parse_size(args.postcopy_bandwidth),
+        hugepages=args.hugepages,
+        hugetlbfs=args.hugetlbfs,
+        note=args.note,
+        replay=not args.no_replay,
+        keep_raw=args.keep_raw,
+        zstd_level=args.zstd_level,
+        timeout=args.timeout,
+        transport="exec" if args.exec else "unix",
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
     ramlab simulate --ram 256M --workload hotset --xbzrle --cache-size 16M --bandwidth 100M -o out.mig
     ramlab notebooks DIR [--force]
     ramlab capture OUT_DIR [options]
+    ramlab watch [capture options] [--json] [-o DIR]
 
 Several STREAM arguments are the channels of one migration, main channel first. With no
 STREAM, ``inspect`` reads the bundled capture ``plain``. ``-`` reads standard input; ``.zst``
@@ -389,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "'ramlab capture -h' for its options)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=None)
+    p = sub.add_parser("watch", help="migrate the test guest in QEMU and print each pass as it completes "
+                                     "('ramlab watch -h' for its options)", add_help=False,
+                       epilog=_examples("ramlab watch --ram 16M --xbzrle --json -o my-capture",
+                                        "ramlab watch --replay my-capture --speed 2"))
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="ramlab capture's options, --json, -o DIR, --replay DIR")
     return parser
 
 
@@ -397,6 +403,10 @@ def _run(argv: list[str]) -> int:
         from ramlab.capture.run import capture_main
 
         return capture_main(argv[1:])
+    if argv and argv[0] == "watch":
+        from ramlab.cli.watch import watch_main
+
+        return watch_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

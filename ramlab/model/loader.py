@@ -155,6 +155,7 @@ class RamLoader:
         self.requests = list(requests or [])
         self.request_error: StreamError | None = None
         self._requested: dict[str, np.ndarray] = {}
+        self._postcopy_passes: set[int] = set()  # passes holding postcopy page runs (see add_requests)
         self._pass_pending: str | None = None  # the next page record starts a pass of this kind
         self._xbzrle: list[ev.RamXbzrle] = []
         self._xbzrle_pages: set[int] = set()
@@ -209,6 +210,26 @@ class RamLoader:
                 self.multifd.main_sync(e)
         elif isinstance(e, ev.MappedRamArea):
             self._mapped_ram(e)
+
+    def add_requests(self, requests: list[ev.ReqPages]) -> None:
+        """Page requests that arrived on the return path while loading (a live migration).
+
+        Pages they name are REQUESTED from now on, and postcopy pages already loaded are re-classed,
+        so the trace ends as if every request had been known from the start (a page may be sent
+        before its request arrives: the source answers requests for pages already in flight).
+        """
+        if not requests:
+            return
+        self.requests.extend(requests)
+        if self.destination is None:
+            return  # the masks are made at MEM_SIZE
+        self._requested = self._requested_pages()
+        classes = self.tracker.classes
+        for block, mask in self._requested.items():
+            b = self.tracker.blocks[self.block_index[block]]
+            for p in self._postcopy_passes:
+                row = classes[p][b.offset : b.offset + len(mask)]
+                row[mask & ((row == PageClass.ZERO) | (row == PageClass.POSTCOPY))] = PageClass.REQUESTED
 
     def finish(self) -> None:
         """The input ended (whole or damaged): apply what is still queued."""
@@ -318,7 +339,10 @@ class RamLoader:
             if postcopy and e.block in self._requested:  # sent because the destination asked
                 cls[self._requested[e.block][pages]] = PageClass.REQUESTED
             kind = RAM_SAVE_FLAG_ZERO if e.kind == RAM_SAVE_FLAG_ZERO else RAM_SAVE_FLAG_PAGE
+            before = max(self.tracker.current, 0)
             self.tracker.add(bi, pages, cls, ram_run_sizes(kind, len(e), tps, first_block=first))
+            if postcopy:
+                self._postcopy_passes.update(range(before, self.tracker.current + 1))
             dst.apply_pages(e)
         elif isinstance(e, ev.RamXbzrle):
             self.records["xbzrle"] += 1

@@ -24,7 +24,7 @@ from ramlab.plots.palette import CLASS_COLORS
 from ramlab.plots.reduce import class_counts
 from ramlab.trace import CLASS_NAMES, N_CLASSES, PageClass, Trace
 
-__all__ = ["PassCharts", "pass_charts", "convergence_threshold_pages", "HIGHLIGHT_JS"]
+__all__ = ["PassCharts", "pass_charts", "pass_chart_data", "convergence_threshold_pages", "HIGHLIGHT_JS"]
 
 #: move the highlight of every chart to pass ``p``
 HIGHLIGHT_JS = "for (const b of boxes) { b.left = p - 0.5; b.right = p + 0.5; }"
@@ -66,28 +66,42 @@ def _fig(width: int, height: int, title: str, **kw: Any) -> Any:
     return f
 
 
+def pass_chart_data(counts: np.ndarray, kinds: list[str], nbytes: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The data of the first two charts: ``({pass, kind, bytes}, the stacked quads of pages per class)``
+    (a live view recomputes them as passes grow).
+
+    >>> bars, quads = pass_chart_data(np.array([[0, 5, 2, 0, 0, 0, 0, 0, 0, 0]]), ["bulk"], np.array([9.0]))
+    >>> quads["cls"].tolist(), quads["top"].tolist()
+    (['ZERO', 'NORMAL'], [5.0, 7.0])
+    """
+    n = len(kinds)
+    sent = [k for k in range(1, N_CLASSES) if counts[:, k].any()]
+    passes = np.arange(n)
+    # one quad a pass and class, stacked (one renderer: cheaper to build and to draw than a vbar_stack)
+    c = counts[:, sent].astype(np.float64)
+    tops = np.cumsum(c, axis=1)
+    keep = c.ravel() > 0
+    quads = {
+        "left": np.repeat(passes - 0.4, len(sent))[keep], "right": np.repeat(passes + 0.4, len(sent))[keep],
+        "bottom": (tops - c).ravel()[keep], "top": tops.ravel()[keep],
+        "pass": np.repeat(passes, len(sent))[keep], "kind": np.repeat(np.asarray(kinds), len(sent))[keep],
+        "cls": np.tile([CLASS_NAMES[k] for k in sent], n)[keep], "pages": c.ravel()[keep],
+        "color": np.tile([CLASS_COLORS[PageClass(k)] for k in sent], n)[keep],
+    }
+    return {"pass": passes, "kind": list(kinds), "bytes": np.asarray(nbytes, np.float64)}, quads
+
+
 def pass_charts(trace: Trace, *, width: int, heights: tuple[int, int, int] = (170, 130, 150),
                 counts: np.ndarray | None = None, nbytes: np.ndarray | None = None) -> PassCharts:
     """The per-pass charts of ``trace`` (the third only when ``counters['remaining']`` is known)."""
     from bokeh.models import BoxAnnotation, ColumnDataSource, NumeralTickFormatter, Span
 
-    n = trace.n_passes
     counts = class_counts(trace.classes) if counts is None else counts
     nbytes = trace.bytes_per_pass().astype(np.float64) if nbytes is None else np.asarray(nbytes, np.float64)
-    sent = [k for k in range(1, N_CLASSES) if counts[:, k].any()]
-    passes = np.arange(n)
-    src = ColumnDataSource({"pass": passes, "kind": trace.pass_kinds, "bytes": nbytes})
-    # one quad a pass and class, stacked (one renderer: cheaper to build and to draw than a vbar_stack)
-    c = counts[:, sent].astype(np.float64)
-    tops = np.cumsum(c, axis=1)
-    keep = c.ravel() > 0
-    stack = ColumnDataSource({
-        "left": np.repeat(passes - 0.4, len(sent))[keep], "right": np.repeat(passes + 0.4, len(sent))[keep],
-        "bottom": (tops - c).ravel()[keep], "top": tops.ravel()[keep],
-        "pass": np.repeat(passes, len(sent))[keep], "kind": np.repeat(np.asarray(trace.pass_kinds), len(sent))[keep],
-        "cls": np.tile([CLASS_NAMES[k] for k in sent], n)[keep], "pages": c.ravel()[keep],
-        "color": np.tile([CLASS_COLORS[PageClass(k)] for k in sent], n)[keep],
-    })
+    bars, quads = pass_chart_data(counts, trace.pass_kinds, nbytes)
+    passes = bars["pass"]
+    src = ColumnDataSource(bars)
+    stack = ColumnDataSource(quads)
     f1 = _fig(width, heights[0], "pages sent per pass, by class")
     f1.quad(left="left", right="right", bottom="bottom", top="top", color="color", source=stack, line_color=None)
     f1.hover.tooltips = [("pass", "@pass (@kind)"), ("class", "@cls"), ("pages", "@pages{0,0}")]
