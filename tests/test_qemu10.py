@@ -302,7 +302,8 @@ def test_mapped_ram_bitmap_out_of_reach(mapped_data):
 def test_mapped_ram_truncated_in_area(mapped_data):
     m = ramlab.open(mapped_data[: 0x180000])
     assert isinstance(m.error, StreamError)
-    assert m.error.offset == 0x180000 and "ends in the middle" in str(m.error)
+    assert m.error.offset == 0x180000 and "ends inside a mapped-ram area" in str(m.error)
+    assert "the area of 'pc.ram' up to offset" in str(m.error)
 
 
 # ---------------------------------------------------------------- hand-made mapped-ram streams

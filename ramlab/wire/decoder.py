@@ -121,16 +121,21 @@ class _MemSizeList:
 
 
 class _AreaSkip:
-    """The mapped-ram area being skipped: where it ends and the bitmap bytes caught on the way."""
+    """The mapped-ram area being skipped: where it ends and the bitmap bytes caught on the way.
 
-    __slots__ = ("entry", "start", "end", "bitmap_at", "bitmap")
+    The bitmap grows as its bytes arrive, never from the length the header claims: a header may
+    declare a block of any size, and only bytes that are really in the stream cost memory.
+    """
+
+    __slots__ = ("entry", "start", "end", "bitmap_at", "nbytes", "bitmap")
 
     def __init__(self, entry: ev.RamBlockEntry, start: int, end: int, bitmap_at: int, nbytes: int) -> None:
         self.entry = entry
         self.start = start  # absolute offset of the first skipped byte
         self.end = end  # absolute offset where the stream continues
         self.bitmap_at = bitmap_at
-        self.bitmap = bytearray(nbytes)
+        self.nbytes = nbytes
+        self.bitmap = bytearray()
 
 
 class StreamDecoder(Decoder):
@@ -201,6 +206,12 @@ class StreamDecoder(Decoder):
             return TruncatedStream("stream ends before QEMU_VM_EOF", offset=self.position,
                                    section=self._section_name(), expected="a section, a command or EOF",
                                    found="end of data")
+        if self._state == State.MAPPED_SKIP and self._skip is not None:
+            return TruncatedStream(
+                "stream ends inside a mapped-ram area", offset=self.position, section=self._section_name(),
+                expected=f"the area of {self._skip.entry.name!r} up to offset {self._skip.end}",
+                found=f"end of data after {left} more bytes",
+            )
         return TruncatedStream(
             "stream ends in the middle of an item",
             offset=self.position,
@@ -765,9 +776,9 @@ class StreamDecoder(Decoder):
         here = self.position
         n = min(avail, skip.end - here)
         lo = max(here, skip.bitmap_at)
-        hi = min(here + n, skip.bitmap_at + len(skip.bitmap))
-        if lo < hi:
-            skip.bitmap[lo - skip.bitmap_at : hi - skip.bitmap_at] = self._mv[lo - self._base : hi - self._base]
+        hi = min(here + n, skip.bitmap_at + skip.nbytes)
+        if lo < hi:  # the bitmap's bytes come in order: lo is where the caught part ends
+            skip.bitmap += self._mv[lo - self._base : hi - self._base]
         self._pos += n
         if self.position == skip.end:
             self._skip = None
