@@ -11,7 +11,7 @@ import pytest
 import ramlab
 from ramlab.data import data_path
 from ramlab.live.decoder import LiveDecoder, multifd_flush_epochs, pass_pages
-from ramlab.live.replay import capture_layout, recorded_chunks
+from ramlab.live.recording import capture_layout, recorded_chunks
 from tests._shared import CAPTURES, CAPTURES_Q10, needs_shared
 
 BUNDLED = ["plain", "xbzrle", "compress", "multifd-zstd", "postcopy", "postcopy-hugepages", "q10/q10-xbzrle",

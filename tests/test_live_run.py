@@ -20,7 +20,7 @@ from ramlab.capture import qemu_available
 from ramlab.capture.control import CaptureObserver, MigrationControl
 from ramlab.errors import CaptureError, RamlabError
 from ramlab.live import LiveRun, replay
-from ramlab.live.replay import capture_layout, recorded_chunks, recorded_samples
+from ramlab.live.recording import capture_layout, recorded_chunks, recorded_samples
 from ramlab.live.samples import qmp_sample
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@
 - :mod:`ramlab.live.run` — :class:`LiveRun`: a decode thread fed by a source, QEMU's
   ``query-migrate`` samples beside the trace, snapshots for the views; :func:`replay` is the source
   that plays a capture folder at its recorded pace
-- :mod:`ramlab.live.replay` — a capture folder's connections and recorded timing (``chunks.jsonl``)
+- :mod:`ramlab.live.recording` — a capture folder's connections and recorded timing (``chunks.jsonl``)
 - :mod:`ramlab.live.samples` — ``query-migrate`` replies as flat samples
 
 A *real* migration is the capture layer's job (it runs QEMU): :func:`ramlab.capture.watch` records

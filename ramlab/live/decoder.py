@@ -54,7 +54,7 @@ from ramlab.wire.decoder import StreamDecoder
 from ramlab.wire.multifd import MultifdChannelDecoder
 from ramlab.wire.return_path import ReturnPathDecoder
 
-__all__ = ["Key", "LiveDecoder", "LiveSnapshot", "PassSummary", "pass_pages", "multifd_flush_epochs", "MODES"]
+__all__ = ["LiveDecoder", "LiveSnapshot", "PassSummary", "pass_pages", "multifd_flush_epochs", "MODES"]
 
 #: a connection: ("fwd" | "ret", connection number in accept order)
 Key = tuple[str, int]

@@ -40,7 +40,7 @@ from typing import Any
 
 from ramlab.errors import CaptureError, RamlabError
 from ramlab.live.decoder import Key, LiveDecoder, LiveSnapshot, PassSummary
-from ramlab.live.replay import capture_layout, recorded_chunks, recorded_samples
+from ramlab.live.recording import capture_layout, recorded_chunks, recorded_samples
 from ramlab.trace import Trace
 
 __all__ = ["LiveRun", "replay", "QEMU_SUBSET", "READ_LIMIT"]
@@ -394,7 +394,7 @@ def replay(folder: str | os.PathLike[str], *, speed: float = 1.0, name: str | No
     """Replay a capture folder through the live path at its recorded pace (``speed`` x faster).
 
     Chunks come at the times of ``chunks.jsonl`` (or interpolated from ``meta.json``, see
-    :mod:`ramlab.live.replay`), QEMU's samples at theirs; nothing can be steered.
+    :mod:`ramlab.live.recording`), QEMU's samples at theirs; nothing can be steered.
     """
     if speed <= 0:
         raise RamlabError(f"speed must be > 0, not {speed}")
