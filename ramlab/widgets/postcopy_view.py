@@ -9,6 +9,13 @@ Below, the POSTCOPY_RAM_DISCARD commands exactly as QEMU batches them (<= 12 ran
 with byte offsets / lengths and the payload hex of
 :func:`ramlab.wire.commands.encode_discard_payload`.
 
+**Why a step change is fast.**  As in the migration player (:mod:`ramlab.plots.page_map`), every
+step's images, rectangles, segments and summary travel once; choosing a step in the page makes its
+image renderers the visible ones and swaps the small rectangle / segment data, in JavaScript, in one
+task: both maps repaint in the next frame, without waiting for the kernel (which only keeps its
+copy up to date).  Beyond :data:`STEP_PIXEL_BUDGET` pixels or :data:`MAX_CLIENT_STEPS` steps Python
+sends the step's images on each change instead.
+
 The data preparation is pure numpy (top-level functions), testable without a browser:
 
     >>> import numpy as np
@@ -424,6 +431,10 @@ class PostcopyDiscardView(ViewBox):
     recomputes the plan; from a plan alone the toggle is disabled (the input maps are not
     part of a plan) and the maps before the first step are not shown.
     Use :meth:`from_migration` for the real discards of a decoded postcopy capture.
+
+    :attr:`step_select` (a :class:`StepSelect`) is the step shown; :attr:`fixup_source`,
+    :attr:`sent_source`, :attr:`image_sources` and ``summary.value`` hold that step's data, whether
+    it was chosen in the page or from Python.
 
     >>> import numpy as np
     >>> d = np.zeros(64, bool); d[[3, 17, 18]] = True
