@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -296,3 +298,33 @@ def test_from_migration_hugepages():
     after = view.image_sources[1].data["image"][0]
     assert (after[[0, 1, 2, 4, 5]] & 1).all() and not (after[[3, 6, 7]] & 1).any()
     assert "(agree)" in view.summary.value
+
+
+def test_postcopy_view_steps_switched_by_the_page():
+    view = PostcopyDiscardView((D, U), host_ratio=8, block="m0")
+    assert view.client and len(view._step_images[0]) == len(view.steps)
+    args = view._step_js.args
+    assert len(args["summaries"]) == len(args["fixups"]) == len(args["sents"]) == len(view.steps)
+    view.show_step(1)
+    assert [r.visible for r in view._step_images[1]] == [k == 1 for k in range(len(view.steps))]
+    assert json.loads(args["fixups"][1]) == dict(view.fixup_source.data)
+    assert view.summary.value == args["summaries"][1] and view.step_select.value == 1
+    # the page chose step 0 (its value comes to the model): the page shows it itself (its rectangles
+    # and visible renderers come back the same way); Python keeps its copy of the images and text
+    view.step_select.model.value = "0"
+    assert view.step_select.value == 0 and view.summary.value == args["summaries"][0]
+    assert view.image_sources[1].data["image"][0][1].tolist() == [3] * 8
+    # a step's "before" is the previous step's "after": one image travels for both
+    assert view._step_images[0][1].data_source is view._step_images[1][0].data_source
+
+
+def test_postcopy_view_over_budget_switches_steps_in_python(monkeypatch):
+    from ramlab.widgets import postcopy_view
+
+    monkeypatch.setattr(postcopy_view, "STEP_PIXEL_BUDGET", 0)
+    view = PostcopyDiscardView((D, U), host_ratio=8, block="m0")
+    assert not view.client and view._step_js.args["summaries"] == []
+    assert view._python_images[1] in view.figures[1].renderers
+    view.step_select.model.value = "0"  # the page chose step 0: Python draws it
+    assert view.fixup_source.data["host_page"] == [1] and view.summary_div.text == view.summary.value
+    assert view.image_sources[1].data["image"][0][1].tolist() == [3] * 8

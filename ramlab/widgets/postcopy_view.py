@@ -9,6 +9,13 @@ Below, the POSTCOPY_RAM_DISCARD commands exactly as QEMU batches them (<= 12 ran
 with byte offsets / lengths and the payload hex of
 :func:`ramlab.wire.commands.encode_discard_payload`.
 
+**Why a step change is fast.**  As in the migration player (:mod:`ramlab.plots.page_map`), every
+step's images, rectangles, segments and summary travel once; choosing a step in the page makes its
+image renderers the visible ones and swaps the small rectangle / segment data, in JavaScript, in one
+task: both maps repaint in the next frame, without waiting for the kernel (which only keeps its
+copy up to date).  Beyond :data:`STEP_PIXEL_BUDGET` pixels or :data:`MAX_CLIENT_STEPS` steps Python
+sends the step's images on each change instead.
+
 The data preparation is pure numpy (top-level functions), testable without a browser:
 
     >>> import numpy as np
@@ -33,18 +40,33 @@ import numpy as np
 from bokeh.document import Document
 from bokeh.events import DocumentReady
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper, Range1d
+from bokeh.models import (
+    CDSView,
+    ColumnDataSource,
+    CustomJS,
+    CustomJSHover,
+    Div,
+    GlyphRenderer,
+    GroupFilter,
+    HoverTool,
+    Image,
+    LinearColorMapper,
+    Range1d,
+    Select,
+)
 from bokeh.plotting import figure
 from jupyter_bokeh import BokehModel
 
 from ramlab.constants import TARGET_PAGE_SIZE
 from ramlab.errors import RamlabError
 from ramlab.model.postcopy_plan import DiscardPlan, discard_batches, plan_discards
+from ramlab.plots.page_map import SET_TEXT_JS
 from ramlab.plots.static import class_map_img, figure_html
 from ramlab.widgets._common import ViewBox
 
 __all__ = [
     "PostcopyDiscardView",
+    "StepSelect",
     "ViewStep",
     "host_grid",
     "state_codes",
@@ -338,6 +360,67 @@ return "page " + g + (fx > 1 ? ".." + (g + fx - 1) : "") + " (+0x" + (g * tps).t
   + " [+" + (g - hp * r) + "/" + r + "]";
 """
 
+#: pixels of all steps' images together (uint8 on the wire; RGBA in the browser); beyond it, or beyond
+#: ``MAX_CLIENT_STEPS`` steps, the step change is done in Python (the images travel on each change)
+STEP_PIXEL_BUDGET = 4_000_000
+MAX_CLIENT_STEPS = 64
+
+#: renderers built directly, without the selection / muted glyph copies (views the browser would build)
+_BARE = dict(selection_glyph=None, nonselection_glyph=None, muted_glyph=None)
+
+#: the step change in the browser, in one task: the step's image renderers become the visible ones,
+#: the rectangles / segments take the step's data; the summary text follows after the frame
+_STEP_JS = SET_TEXT_JS + """
+const i = Number(cb_obj.value);
+if (!client || !(i >= 0 && i < summaries.length)) return;  // Python does it (over the budget)
+for (let k = 0; k < after.length; k++) {
+  const v = k === i;
+  if (before[k].visible !== v) before[k].visible = v;
+  if (after[k].visible !== v) after[k].visible = v;
+}
+fixup_src.data = JSON.parse(fixups[i]);
+sent_src.data = JSON.parse(sents[i]);
+requestAnimationFrame(() => setTimeout(() => {
+  if (Number(cb_obj.value) === i) set_text(summary, summaries[i]);
+}, 0));
+"""
+
+#: the summary box's model text changed (from Python): what SET_TEXT_JS wrote before is gone
+_TEXT_RESET_JS = """
+const v = cb_obj.document && cb_obj.document.views_manager ? cb_obj.document.views_manager.find_one(cb_obj) : null;
+if (v != null) v._ramlab_html = undefined;
+"""
+
+
+class StepSelect:
+    """The step control seen from Python: ``value`` (step index, ``None`` before any) and ``options``
+    (``(label, index)`` pairs).  The control shown is the bokeh ``Select`` :attr:`model`, so that a step
+    chosen in the page is shown by the page itself; setting ``value`` here shows the step too."""
+
+    def __init__(self, view: PostcopyDiscardView, model: Select) -> None:
+        self._view = view
+        self.model = model
+
+    @property
+    def value(self) -> int | None:
+        v = self.model.value
+        return int(v) if v not in ("", None) else None
+
+    @value.setter
+    def value(self, index: int) -> None:
+        self._view._select_step(int(index))
+
+    @property
+    def options(self) -> tuple[tuple[str, int], ...]:
+        return tuple((label, int(k)) for k, label in self.model.options)  # type: ignore[misc]
+
+
+@dataclass
+class _Text:
+    """Python copy of a text the page writes itself (``value``: its HTML)."""
+
+    value: str = ""
+
 
 class PostcopyDiscardView(ViewBox):
     """The postcopy discard computation of one RAM block, step by step, and its wire commands.
@@ -348,6 +431,10 @@ class PostcopyDiscardView(ViewBox):
     recomputes the plan; from a plan alone the toggle is disabled (the input maps are not
     part of a plan) and the maps before the first step are not shown.
     Use :meth:`from_migration` for the real discards of a decoded postcopy capture.
+
+    :attr:`step_select` (a :class:`StepSelect`) is the step shown; :attr:`fixup_source`,
+    :attr:`sent_source`, :attr:`image_sources` and ``summary.value`` hold that step's data, whether
+    it was chosen in the page or from Python.
 
     >>> import numpy as np
     >>> d = np.zeros(64, bool); d[[3, 17, 18]] = True
@@ -412,38 +499,57 @@ class PostcopyDiscardView(ViewBox):
         rows, cols, fx = self.grid
         frame_h = int(np.clip(rows * max(3, min(40, 300 // max(rows, 1))), 60, 300))
         names = CAPTURE_STATE_NAMES if self.capture else STATE_NAMES
-        mapper = LinearColorMapper(palette=list(STATE_COLORS), low=-0.5, high=NO_PAGE_STATE + 0.5)
+        self._mapper = LinearColorMapper(palette=list(STATE_COLORS), low=-0.5, high=NO_PAGE_STATE + 0.5)
         page_fmt = CustomJSHover(code=_PAGE_JS % dict(cols=cols, fx=fx, r=self.host_ratio, n=self.n_pages,
                                                       tps=self.target_page_size))
         state_fmt = CustomJSHover(code=f"const n = {json.dumps(list(names))}; "
                                   "const v = Math.round(value); return n[v] || '';")
         self.fixup_source = ColumnDataSource(dict(left=[], right=[], top=[], bottom=[], host_page=[]))
         self.sent_source = ColumnDataSource(dict(left=[], right=[], top=[], bottom=[], color=[], what=[]))
+        # the images of the step shown as Python sees them; drawn only when the steps are switched in
+        # Python (over the budget), else each step has its own image renderers, switched by the page
         self.image_sources: list[ColumnDataSource] = []
+        self._python_images: list[GlyphRenderer] = []
+        self._overlays: list[list[Any]] = []  # per figure: host-page lines, rectangles, segments
+        self._hovers: list[HoverTool] = []
+        self._step_images: list[list[GlyphRenderer]] = [[], []]  # [before, after][step]
+        self.client = False  # steps switched in the browser
+        self._step: int | None = None
         figs = []
+        what = "command" if self.capture else "step"
         for which in ("before", "after"):
             src = ColumnDataSource(dict(image=[np.full((rows, cols), NO_PAGE_STATE, np.uint8)]))
             fig = figure(
                 frame_width=width - 60, frame_height=frame_h,
                 x_range=Range1d(0, cols, bounds=(0, cols)), y_range=Range1d(rows, 0, bounds=(0, rows)),
                 tools="box_zoom,xwheel_zoom,pan,reset,save", toolbar_location="right",
-                title=which, x_axis_label=f"target page in row ({cols * fx} per row"
+                title=f"before the {what}" if which == "before"
+                else f"after the {what} (host pages fixed up outlined, ranges sent hatched)",
+                x_axis_label=f"target page in row ({cols * fx} per row"
                 + (f", {fx} per column" if fx > 1 else "") + f"; host page = {self.host_ratio})",
                 y_axis_label="row",
             )
             fig.grid.visible = False
             fig.toolbar.logo = None
-            img = fig.image(image="image", x=0, y=0, dw=cols, dh=rows, source=src, color_mapper=mapper)
-            fig.add_tools(HoverTool(renderers=[img], tooltips=[("where", "$x{custom}"), ("state", "@image{custom}")],
-                                    formatters={"$x": page_fmt, "@image": state_fmt}))
+            img = fig.image(image="image", x=0, y=0, dw=cols, dh=rows, source=src, color_mapper=self._mapper)
+            hover = HoverTool(renderers=[img], tooltips=[("where", "$x{custom}"), ("state", "@image{custom}")],
+                              formatters={"$x": page_fmt, "@image": state_fmt})
+            fig.add_tools(hover)
             self._draw_host_boundaries(fig)
             fig.quad(left="left", right="right", top="top", bottom="bottom", source=self.fixup_source,
                      fill_alpha=0, line_color=FIXUP_COLOR, line_width=3)
             if which == "after":
-                fig.quad(left="left", right="right", top="top", bottom="bottom", source=self.sent_source,
-                         fill_alpha=0, line_color="color", line_width=1.5, hatch_pattern="/",
-                         hatch_color="color", hatch_alpha=0.55, hatch_scale=8)
+                # one renderer per colour: a hatch of one colour is one pattern (a colour per segment
+                # makes the browser build a pattern for each, 0.2 s for a hundred segments)
+                for color in (SENT_COLOR, DUP_COLOR):
+                    fig.quad(left="left", right="right", top="top", bottom="bottom", source=self.sent_source,
+                             view=CDSView(filter=GroupFilter(column_name="color", group=color)),
+                             fill_alpha=0, line_color=color, line_width=1.5, hatch_pattern="/",
+                             hatch_color=color, hatch_alpha=0.55, hatch_scale=8)
             self.image_sources.append(src)
+            self._python_images.append(img)
+            self._overlays.append([r for r in fig.renderers if r is not img])
+            self._hovers.append(hover)
             figs.append(fig)
         self.figures = figs
         legend = " &nbsp; ".join(
@@ -461,18 +567,22 @@ class PostcopyDiscardView(ViewBox):
                                                           "QEMU >= 4.2 (dirty map only)"])
         self.algorithm_toggle.style.button_width = "80px"
         self.algorithm_toggle.disabled = self.dirty is None
-        self.step_select = W.Dropdown(options=[], description="step", layout=W.Layout(width=f"{width - 20}px"))
-        self.summary = W.HTML(layout=W.Layout(height="92px", overflow="auto", width=f"{width}px"))
+        # the step control and the summary are bokeh models: a step chosen in the page is shown by the page
+        self.step_select = StepSelect(self, Select(title=what, options=[], value="", width=width - 20))
+        self.summary = _Text()
+        self.summary_div = Div(text="", width=width - 20, height=92,
+                               styles={"overflow-y": "auto", "font-size": "12px", "line-height": "1.6"})
+        self.summary_div.js_on_change("text", CustomJS(code=_TEXT_RESET_JS))
+        self._step_js = CustomJS(args=dict(client=False), code=_STEP_JS)
+        self.step_select.model.js_on_change("value", self._step_js)
+        self.step_select.model.on_change("value", self._on_select)
         self.wire = W.HTML()
         self.algorithm_toggle.observe(lambda ch: self.set_algorithm(ch["new"]), names="value")
-        self.step_select.observe(lambda ch: self._show_step(ch["new"]), names="value")
         head = title or (f"postcopy discards of block {block!r}" if not self.capture
                          else f"postcopy discards in the capture, block {self.block!r}")
-        controls: list[W.Widget] = [self.step_select]
-        if not self.capture:
-            controls.insert(0, self.algorithm_toggle)
+        controls: list[W.Widget] = [] if self.capture else [self.algorithm_toggle]
         self._rebuild()  # fill the figures before the BokehModel snapshots them
-        layout = column(*figs)
+        layout = column(self.step_select.model, self.summary_div, *figs)
         doc = Document()
         doc.add_root(layout)
         doc.on_event(DocumentReady, self._on_document_ready)  # type: ignore[arg-type]
@@ -482,17 +592,23 @@ class PostcopyDiscardView(ViewBox):
                  "after they were sent, rounded out to whole host pages (a huge page is placed in one piece). "
                  "Each step below shows the page map before and after it; the table shows the bytes on the wire.")
         super().__init__([W.HTML(f"<b>{html.escape(head)}</b><div style='font-size:12px;max-width:{width}px'>"
-                                 f"{point}</div>"), *controls, self.summary, self.plot,
-                          self.legend, self.wire])
+                                 f"{point}</div>"), *controls, self.plot, self.legend, self.wire])
         self.add_class("ramlab-postcopy")
 
     def _on_document_ready(self, event: Any) -> None:
         """A page shows the maps (first time, reload, new tab) from the widget's first snapshot: send it
-        the current step (a ``show_step`` in the creating cell happened after the snapshot)."""
-        for src in (*self.image_sources, self.fixup_source, self.sent_source):
-            src.trigger("data", src.data, src.data)
-        for f in self.figures:
-            f.title.trigger("text", f.title.text, f.title.text)
+        what changed since (the step, the renderers of a recomputed plan, the summary)."""
+        if self.summary_div.text != self.summary.value:
+            self.summary_div.text = self.summary.value
+        sel = self.step_select.model
+        changed: list[tuple[Any, str]] = [(f, "renderers") for f in self.figures]
+        changed += [(h, "renderers") for h in self._hovers] + [(self._step_js, "args")]
+        changed += [(r, "visible") for rs in self._step_images for r in rs]
+        changed += [(src, "data") for src in (*self.image_sources, self.fixup_source, self.sent_source)]
+        changed += [(sel, "options"), (sel, "value"), (self.summary_div, "text")]
+        for model, attr in changed:
+            v = getattr(model, attr)
+            model.trigger(attr, v, v)
 
     def summary_text(self) -> str:
         return f"PostcopyDiscardView: block {self.block!r}, {len(self.steps)} steps, {len(self.commands)} commands"
@@ -566,15 +682,47 @@ class PostcopyDiscardView(ViewBox):
             batches, series = _plan_batches(self.plan)
             self.commands = command_rows(batches, self.block, self.target_page_size, series=series,
                                          duplicated=self.plan.duplicated_ranges)
-        opts = [(s.label, i) for i, s in enumerate(self.steps)]
-        last = len(opts) - 1
-        if self.step_select.options == tuple(opts) and self.step_select.value == last:
-            self._show_step(last)
-        else:
-            self.step_select.options = opts
-            self.step_select.value = last
-            self._show_step(last)
+        self._install()
+        self.step_select.model.options = [(str(i), s.label) for i, s in enumerate(self.steps)]
+        self._step = None
+        self._select_step(len(self.steps) - 1)
         self.wire.value = self._wire_html()
+
+    def _install(self) -> None:
+        """Precompute every step (images, rectangles, segments, summary) and hand them to the page's step
+        change, when all the steps' images fit :data:`STEP_PIXEL_BUDGET`; else Python draws each step."""
+        rows, cols, _ = self.grid
+        n = len(self.steps)
+        self._fixups = [host_page_rects(s.fixups, self.host_ratio, self.grid) for s in self.steps]
+        self._sents = [self._sent_data(s) for s in self.steps]
+        self._summaries = [self._summary_html(s) for s in self.steps]
+        self.client = 0 < n <= MAX_CLIENT_STEPS and (n + 1) * rows * cols <= STEP_PIXEL_BUDGET
+        self._step_images = [[], []]
+        if self.client:
+            shared: dict[bytes, ColumnDataSource] = {}  # a step's "before" is the previous one's "after"
+
+            def renderer(img: np.ndarray) -> GlyphRenderer:
+                src = shared.get(img.tobytes())
+                if src is None:
+                    src = shared[img.tobytes()] = ColumnDataSource(dict(image=[img]))
+                glyph = Image(image="image", x=0, y=0, dw=cols, dh=rows, color_mapper=self._mapper)
+                return GlyphRenderer(data_source=src, glyph=glyph, visible=False, **_BARE)
+
+            for i in range(n):
+                before, after = self._images(i)
+                self._step_images[0].append(renderer(before))
+                self._step_images[1].append(renderer(after))
+        for k, fig in enumerate(self.figures):
+            images = self._step_images[k] if self.client else [self._python_images[k]]
+            fig.renderers = [*images, *self._overlays[k]]
+            self._hovers[k].renderers = list(images)
+        self._step_js.args = dict(
+            client=self.client, before=self._step_images[0], after=self._step_images[1],
+            fixup_src=self.fixup_source, sent_src=self.sent_source, summary=self.summary_div,
+            fixups=[json.dumps(d) for d in self._fixups] if self.client else [],
+            sents=[json.dumps(d) for d in self._sents] if self.client else [],
+            summaries=self._summaries if self.client else [])
+        self.summary_div.text = self._summaries[-1] if self._summaries else ""
 
     def _build_capture(self) -> None:
         cap = self.capture
@@ -601,34 +749,66 @@ class PostcopyDiscardView(ViewBox):
                                      duplicated=_covered_twice(all_ranges),
                                      payloads=[p for _, _, p in cap.commands])
 
-    def _show_step(self, index: int | None) -> None:
-        if index is None or not self.steps:
+    def _select_step(self, index: int) -> None:
+        """Show step ``index`` from Python (the page follows the control's value)."""
+        if not 0 <= index < len(self.steps):
+            raise IndexError(f"step {index} outside 0..{len(self.steps) - 1}")
+        self._step = index
+        self._show_step(index, page_did_it=False)
+        self.step_select.model.value = str(index)
+
+    def _on_select(self, _attr: str, _old: Any, new: Any) -> None:
+        """A step chosen in the page: it showed it already (unless over the budget); Python catches up."""
+        if new in ("", None) or int(new) == self._step:
             return
-        s = self.steps[int(index)]
-        if s.before_dirty is not None:
-            self.image_sources[0].data = dict(image=[grid_image(state_codes(s.before_dirty, s.before_unsent),
-                                                                self.grid)])
-            self.figures[0].title.text = "before: " + s.label.split(":")[0]
-        else:
-            rows, cols, _ = self.grid
-            self.image_sources[0].data = dict(image=[np.full((rows, cols), NO_PAGE_STATE, np.uint8)])
-            self.figures[0].title.text = "before: (input maps not given: pass the bitmaps to see them)"
-        self.image_sources[1].data = dict(image=[grid_image(state_codes(s.after_dirty, s.after_unsent), self.grid)])
-        self.figures[1].title.text = "after: " + s.label.split(":")[0]
-        self.fixup_source.data = host_page_rects(s.fixups, self.host_ratio, self.grid)
+        self._step = int(new)
+        self._show_step(int(new), page_did_it=self.client)
+
+    def _images(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The before / after images of step ``index`` (before the first step without input maps: no pages)."""
+        s = self.steps[index]
+        rows, cols, _ = self.grid
+        before = (np.full((rows, cols), NO_PAGE_STATE, np.uint8) if s.before_dirty is None
+                  else grid_image(state_codes(s.before_dirty, s.before_unsent), self.grid))
+        return before, grid_image(state_codes(s.after_dirty, s.after_unsent), self.grid)
+
+    def _sent_data(self, s: ViewStep) -> dict[str, list]:
+        """The segments of the ranges a step sent, one per grid row a range touches (duplicated: magenta)."""
         dup = self._duplicated()
         sent = list(s.sent)
         x0, x1, y = range_segments(sent, self.grid[1], self.grid[2])
-        owner: list[Range] = []  # the range of each segment
-        for r in sent:
-            owner += [r] * len(range_segments([r], self.grid[1], self.grid[2])[0])
-        dup_seg = [_contains_any(o, dup) for o in owner]
-        self.sent_source.data = dict(
-            left=x0, right=x1, top=y, bottom=[v + 1 for v in y],
-            color=[DUP_COLOR if d else SENT_COLOR for d in dup_seg],
-            what=[f"{o[0]}+{o[1]}" for o in owner],
-        )
-        self.summary.value = self._summary_html(s)
+        span = self.grid[1] * self.grid[2]
+        if sent:  # the range of each segment: as many as rows it touches (range_segments' order)
+            r = np.asarray(sent, np.int64).reshape(-1, 2)
+            per = (np.maximum(r[:, 0] + r[:, 1], r[:, 0] + 1) - 1) // span - r[:, 0] // span + 1
+            owner = [sent[i] for i in np.repeat(np.arange(len(sent)), per).tolist()]
+        else:
+            owner = []
+        dup_of = {o: _contains_any(o, dup) for o in set(owner)}
+        return dict(left=x0, right=x1, top=y, bottom=[v + 1 for v in y],
+                    color=[DUP_COLOR if dup_of[o] else SENT_COLOR for o in owner],
+                    what=[f"{o[0]}+{o[1]}" for o in owner])
+
+    def _show_step(self, index: int | None, page_did_it: bool = False) -> None:
+        """Python's side of step ``index``: the sources' data, the summary and, unless the page showed
+        the step itself, what the page shows."""
+        if index is None or not self.steps:
+            return
+        i = int(index)
+        before, after = self._images(i)
+        self.image_sources[0].data = dict(image=[before])  # drawn only when Python switches the steps
+        self.image_sources[1].data = dict(image=[after])
+        self.summary.value = self._summaries[i]
+        if page_did_it:  # its rectangles, segments and visible images come back from the page
+            return
+        self.fixup_source.data = dict(self._fixups[i])
+        self.sent_source.data = dict(self._sents[i])
+        for rs in self._step_images:
+            for k, r in enumerate(rs):
+                if r.visible != (k == i):
+                    r.visible = k == i
+        if not self.client:
+            self.summary_div.text = self._summaries[i]
 
     def _duplicated(self) -> list[Range]:
         """Ranges whose pages are discarded twice (seed: every chunk-pass range)."""

@@ -6,8 +6,9 @@ stream's own discards) and on a discard plan, and StreamInspector on a truncated
 The browser reaches nothing but the local server (a CDN dependency would fail).  The tests:
 
 * every widget draws, no error output; keyboard on the player (one repaint a key), the XBZRLE strip's
-  widen keys, a box zoom and reset on the bitmap, the inspector's "jump to error"; one small PNG per
-  widget in ``artifacts/screenshots/`` (and ``docs/images/`` with ``RAMLAB_UPDATE_DOCS=1``);
+  widen keys, a step chosen in the postcopy view (both maps in one repaint), a box zoom and reset on
+  the bitmap, the inspector's "jump to error"; one small PNG per widget in ``artifacts/screenshots/``
+  (and ``docs/images/`` with ``RAMLAB_UPDATE_DOCS=1``);
 * the notebook saved by JupyterLab is small (< 1.5 MB, no BokehJS inside);
 * reopen-safe: the saved notebook opened in a new browser, and that page reloaded, on the live kernel,
   renders every widget again (at the pass the kernel is on), and a new widget made there renders too;
@@ -265,6 +266,28 @@ def _interact(page, timings: dict) -> dict:  # type: ignore[no-untyped-def]
                            timeout=10_000)
     seen["delta_keys"] = True
 
+    # postcopy plan: a step chosen in the page is shown by the page, both maps in one repaint
+    page.evaluate("() => { window.__rlmon.stop = true; }")  # the player's monitor
+    pc = page.locator(".shot-postcopy_discard_plan").first
+    pc.scroll_into_view_if_needed()
+    page.evaluate(MONITOR_JS, [".shot-postcopy_discard_plan", "all"])
+    page.wait_for_function("() => window.__rlmon.allDrawnAt !== null", timeout=30_000)
+    page.wait_for_timeout(400)
+    step_repaints, step_latencies = [], []
+    for index, label in ((1, "2. dirty_pass"), (3, "4. send_runs"), (0, "1. unsent_pass")):
+        n0 = page.evaluate("() => window.__rlmon.changes.length")
+        t0 = page.evaluate("() => performance.now()")
+        pc.locator("select").first.select_option(index=index)
+        page.wait_for_function(f"() => window.__rlmon.changes.length > {n0}", timeout=10_000)
+        pc.locator("b", has_text=label).first.wait_for(state="attached", timeout=10_000)  # the summary
+        page.wait_for_timeout(400)
+        changes = page.evaluate(f"() => window.__rlmon.changes.slice({n0})")
+        step_repaints.append(len(changes))
+        step_latencies.append(round(changes[0] - t0))
+    page.evaluate("() => { window.__rlmon.stop = true; }")
+    timings["postcopy_step_to_pixels_ms"] = step_latencies
+    seen["postcopy_step_repaints"] = step_repaints
+
     # inspector: pick another row, then "jump to error" selects the ERROR row again
     ins = page.locator(".shot-stream_inspector").first
     ins.scroll_into_view_if_needed()
@@ -285,6 +308,7 @@ def test_widgets_render_and_respond_offline(executed):
     seen = info["interactions"]
     assert seen["player_repaints"] == [1] * len(seen["player_repaints"]), seen["player_repaints"]
     assert seen["zoom_full_resolution"] and seen["delta_keys"] and seen["played"]
+    assert seen["postcopy_step_repaints"] == [1, 1, 1], seen["postcopy_step_repaints"]
     assert seen["inspector_rows"] >= 10
     t = info["texts"]
     assert "records)" in t["stream_inspector"] and "decoding stopped" in t["stream_inspector"]
