@@ -47,7 +47,7 @@ from ramlab.model.guest import HUGE_BLOCK, HUGE_PAGE_SIZE, MAIN_BLOCK, TARGET_PA
 from ramlab.model.postcopy_sender import PostcopyOutcome, PostcopyParams, PostcopySender, device_sections
 from ramlab.model.sender import MAX_DOWNTIME_MS, MAX_PASSES, MigrationParams, RamSender
 from ramlab.model.workloads import Workload, make_workload
-from ramlab.trace import PageClass, Trace
+from ramlab.trace import Trace
 from ramlab.wire import events as ev
 
 __all__ = ["SimulationResult", "simulate", "parse_size", "default_template"]
@@ -436,9 +436,3 @@ def simulate(
                             res.converged, info, res.time_s, res.log,
                             return_path=outcome.return_path, streams=list(outcome.streams) if stream else None,
                             return_paths=list(outcome.return_paths), postcopy=outcome, reason=res.reason)
-
-
-def class_totals(trace: Trace) -> dict[str, int]:
-    """Pages per :class:`~ramlab.trace.PageClass` name over all passes."""
-    counts = trace.class_counts().sum(axis=0)
-    return {PageClass(i).name: int(n) for i, n in enumerate(counts) if n}

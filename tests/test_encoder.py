@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ramlab.cli import main
+from ramlab.errors import RamlabError
 from ramlab.wire import events as ev
 from ramlab.wire.decoder import StreamDecoder
 from ramlab.wire.encoder import encode_stream, packaged
@@ -121,3 +122,26 @@ def test_generated_events_round_trip(bodies):
     back = decode(wire)
     assert normalise(back) == normalise(events)
     assert encode_stream(back) == wire
+
+
+def test_block_names_are_utf8_on_every_path():
+    """One codec for block names: a non-ASCII name leaves the encoder as UTF-8, decodes back to the
+    same ``str`` on the main stream, and the sizes the sender counts with agree with the bytes."""
+    from ramlab.model.guest import Guest
+    from ramlab.wire.fields import cstr8_size, event_size
+
+    name = "ré.ram"
+    blocks = (ev.RamBlockEntry(name, 4 * 4096),)
+    page = ev.RamPages(0x08, name, True, np.array([4096]), data=np.full((1, 4096), 7, np.uint8), first_flags=0x08)
+    events = [ev.FileHeader(3), ev.SectionHeader(1, 2, "ram", 0, 4), ev.RamMemSize(4 * 4096, blocks), ev.RamEos(),
+              ev.SectionFooter(2), ev.SectionHeader(3, 2, "ram"), page, ev.RamEos(), ev.SectionFooter(2),
+              ev.EndOfFile()]
+    wire = encode_stream(events)
+    assert b"\x07r\xc3\xa9.ram" in wire  # cstr8: length 7, then UTF-8
+    back = decode(wire)
+    assert [e.block for e in back if isinstance(e, ev.RamPages)] == [name]
+    assert [b.name for e in back if isinstance(e, ev.RamMemSize) for b in e.blocks] == [name]
+    assert event_size(page) == len(encode_stream([page])) == 8 + cstr8_size(name) + 4096
+    Guest([(name, 4 * 4096, 4096)])  # accepted: 7 bytes
+    with pytest.raises(RamlabError, match="more than 255 bytes"):
+        Guest([("é" * 128, 4 * 4096, 4096)])  # 128 characters, 256 bytes

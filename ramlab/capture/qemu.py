@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import shlex
 import shutil
@@ -576,7 +575,3 @@ def load_stream_into_qemu(
     """
     return load_stream(streams, machine, capabilities, parameters, transport=transport,
                        timeout=timeout, binary=binary).ram
-
-
-def dumps_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=False) + "\n"

@@ -83,7 +83,7 @@ def ref_walk(data: bytes, tps: int = 4096) -> RefWalk:
         nonlocal pos
         n = u(1)
         need(n)
-        s = data[pos : pos + n].decode("latin-1")
+        s = data[pos : pos + n].decode("utf-8", "surrogateescape")
         pos += n
         return s
 

@@ -138,9 +138,10 @@ class LiveRun:
             self._changed.wait_for(lambda: self.version != version or self.finished, timeout)
             return self.version
 
-    def wait_for(self, *, passes: int | None = None, over: bool = False, timeout: float = 60.0) -> bool:
-        """Block until ``passes`` passes are complete, or (``over=True``) the migration is over
-        (completed, cancelled, failed); ``False`` if that did not happen within ``timeout`` s."""
+    def wait_for(self, *, passes: int | None = None, timeout: float = 60.0) -> bool:
+        """Block until ``passes`` passes are complete or the migration is over (completed,
+        cancelled, failed; with ``passes=None``, only that); ``False`` if neither happened
+        within ``timeout`` s."""
         def done() -> bool:
             if passes is not None and len(self.decoder.completed) >= passes:
                 return True

@@ -6,7 +6,7 @@ bitmap), :mod:`~ramlab.model.passes` (cutting records into passes),
 
 Source (simulating a migration): :mod:`~ramlab.model.guest` and :mod:`~ramlab.model.workloads`
 (the VM and what it writes), :mod:`~ramlab.model.sender` (``ram.c``'s save side),
-:mod:`~ramlab.model.page_cache` (the XBZRLE cache), :mod:`~ramlab.model.bitmap` (QEMU's bitmaps),
+:mod:`~ramlab.model.page_cache` (the XBZRLE cache),
 :mod:`~ramlab.model.postcopy_plan` (discards, requests, placement, recovery) and
 :mod:`~ramlab.model.postcopy_sender` (the sender with ``postcopy-ram``).
 """

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ramlab import checks
-from ramlab.errors import SimulationError
+from ramlab.errors import RamlabError, SimulationError
 from ramlab.trace import BlockInfo
 from ramlab.wire.events import RamBlockEntry, RamMemSize
+from ramlab.wire.fields import encode_name
 
 if TYPE_CHECKING:
     from ramlab.model.destination import Destination
@@ -214,7 +215,7 @@ class Guest:
 
 
 def _block_specs(blocks: object) -> list[tuple[str, int, int]]:
-    """``(name, used_length, page_size)`` triples, checked: a name of 1..255 latin-1 characters
+    """``(name, used_length, page_size)`` triples, checked: a name of 1..255 bytes in UTF-8
     (QEMU's idstr, as the stream carries it), a positive multiple of 4096 bytes, a power-of-two
     page size of at least 4096 dividing the length."""
     if not isinstance(blocks, Sequence | np.ndarray):
@@ -228,9 +229,11 @@ def _block_specs(blocks: object) -> list[tuple[str, int, int]]:
         if not isinstance(name, str) or not 0 < len(name) <= 255 or not name.isprintable():
             raise SimulationError(f"a block name must be 1..255 printable characters, found {checks.describe(name)}")
         try:
-            name.encode("latin-1")
-        except UnicodeEncodeError:
-            raise SimulationError(f"block name {name!r} is not latin-1 (the stream's idstr encoding)") from None
+            wire_len = len(encode_name(name))
+        except RamlabError:
+            wire_len = 256
+        if wire_len > 255:
+            raise SimulationError(f"block name {name!r} takes more than 255 bytes in UTF-8 (a cstr8 on the wire)")
         length = checks.integer(length, f"length of block {name!r}", SimulationError, min=1)
         page_size = checks.integer(page_size, f"page size of block {name!r}", SimulationError, min=1)
         if length % TARGET_PAGE_SIZE:

@@ -32,7 +32,6 @@ import numpy as np
 from ramlab import checks
 from ramlab.constants import MAX_DISCARDS_PER_COMMAND, TARGET_PAGE_SIZE
 from ramlab.errors import PostcopyError
-from ramlab.model.bitmap import run_pairs
 from ramlab.wire.recv_bitmap import decode_recv_bitmap, encode_recv_bitmap, recv_bitmap_size
 
 __all__ = [
@@ -51,6 +50,29 @@ __all__ = [
 ]
 
 Range = tuple[int, int]
+
+
+def run_pairs(bits: np.ndarray) -> np.ndarray:
+    """Maximal runs of ``True`` in a 1-D bool array as an ``[n_runs, 2]`` int64 array of
+    ``(start, length)`` rows.
+
+    Memory: the result (16 bytes per run) plus one byte per bit for the edges; the run
+    boundaries are found once and the lengths computed in place, so a bitmap of tens of
+    millions of bits with millions of runs needs no per-run Python object.
+
+    >>> run_pairs(np.array([0, 1, 1, 0, 1], bool)).tolist()
+    [[1, 2], [4, 1]]
+    """
+    if bits.size == 0:
+        return np.zeros((0, 2), np.int64)
+    b = bits.view(np.int8)
+    change = np.empty(bits.size + 1, bool)  # change[i]: bit i-1 != bit i (outside the map: clear)
+    change[0] = b[0] != 0
+    change[-1] = b[-1] != 0
+    np.not_equal(b[1:], b[:-1], out=change[1:-1])
+    pairs = np.flatnonzero(change).reshape(-1, 2)  # starts and ends alternate
+    pairs[:, 1] -= pairs[:, 0]
+    return pairs
 
 
 def _as_bitmap(a: object, name: str) -> np.ndarray:
@@ -196,7 +218,7 @@ def bitmap_runs(bits: np.ndarray) -> Ranges:
     """Maximal runs of set bits as ``(start, length)`` pairs, in ascending order.
 
     This is the loop of ``postcopy_send_discard_bm_ram`` (find_next_bit /
-    find_next_zero_bit), vectorised (QEMU's bitmap type: :meth:`ramlab.model.bitmap.Bitmap.runs`).
+    find_next_zero_bit), vectorised (:func:`run_pairs`).
     ``bits``: a 1-D bool or 0/1 integer array.
 
         >>> bitmap_runs(np.array([0, 1, 1, 0, 1], bool))

@@ -109,7 +109,6 @@ _COMP_HEAD = ram_record_size(RAM_SAVE_FLAG_COMPRESS_PAGE, TPS)  # + the zlib str
 SNAPSHOT_BYTES = 64 << 20  # page snapshots kept for XbzrleDeltaView
 XFER_LIMIT_RATIO = 10  # migration.c: rate limit = max-bandwidth / 10 per 100 ms window
 _PART_HEADER = 5  # bytes of a QEMU_VM_SECTION_PART header
-BUFFER_DELAY_S = 0.1
 CPU_THROTTLE_PCT_MIN, CPU_THROTTLE_PCT_MAX = 1, 99
 MAX_RUN = 8192  # events: largest RamPages run (the decoder's default max_run)
 _CHUNK_MAX = 16384

@@ -40,16 +40,10 @@ from ramlab.constants import (
 )
 from ramlab.errors import RamlabError
 from ramlab.wire import events as ev
+from ramlab.wire.commands import encode_packaged_payload
+from ramlab.wire.fields import cstr8
 
 _BE64 = struct.Struct(">Q")
-
-
-def cstr8(name: str) -> bytes:
-    """QEMU's counted string: one length byte, then the bytes (no NUL)."""
-    raw = name.encode("latin-1")
-    if len(raw) > 255:
-        raise RamlabError(f"name longer than 255 bytes: {name!r}")
-    return bytes([len(raw)]) + raw
 
 
 def _header(page_offset: int, flags: int, block: str, named: bool) -> bytes:
@@ -265,4 +259,4 @@ def packaged(inner: list[ev.Event], page_size: int = TARGET_PAGE_SIZE) -> list[e
     (5, 'PackagedEnd')
     """
     blob = encode_stream(inner, page_size)
-    return [ev.Command(MIG_CMD_PACKAGED, struct.pack(">I", len(blob))), *inner, ev.PackagedEnd()]
+    return [ev.Command(MIG_CMD_PACKAGED, encode_packaged_payload(len(blob))), *inner, ev.PackagedEnd()]

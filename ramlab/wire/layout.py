@@ -25,6 +25,7 @@ from ramlab.constants import (
     SECTION_TYPE_NAMES,
     TARGET_PAGE_SIZE,
 )
+from ramlab.wire.fields import decode_name
 
 __all__ = ["Field", "field_layout", "decode_ram_flags"]
 
@@ -40,7 +41,6 @@ _RAM_FLAG_NAMES: tuple[tuple[int, str], ...] = (
     (RAM_SAVE_FLAG_COMPRESS_PAGE, "COMPRESS_PAGE"),
     (RAM_SAVE_FLAG_MULTIFD_FLUSH, "MULTIFD_FLUSH"),
 )
-_CMD_BY_NAME = {v: k for k, v in MIG_CMD_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class _Builder:
         if n is None:
             return None
         raw = self.add(what, n, "name", None, "")
-        text = raw.decode("utf-8", "surrogateescape")
+        text = decode_name(raw)
         self.fields[-1] = Field(what, self.fields[-1].offset, self.fields[-1].length, "name", repr(text), "")
         return text
 
@@ -254,7 +254,7 @@ def field_layout(row: dict[str, Any], data: bytes | None, page_size: int = TARGE
         n = b.u("machine type length", 4, "length", "be32")
         raw = b.add("machine type", n or 0, "name", None, "")
         b.fields[-1] = Field("machine type", b.fields[-1].offset, b.fields[-1].length, "name",
-                             repr(raw.decode("latin-1")), "")
+                             repr(decode_name(raw)), "")
         b.rest("subsections", "value", "0x05 + cstr8 name + be32 version + body (capabilities, page bits...)")
     elif kind == "EndOfFile":
         b.add("EOF marker", 1, "marker", None, "QEMU_VM_EOF (0x00)")
