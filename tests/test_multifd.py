@@ -1,7 +1,10 @@
 """Tests of the multifd channel codec (ramlab.wire.multifd) against real QEMU captures.
 
 Captures: ``shared/captures/multifd-zstd`` (QEMU 7.2, 2 channels, zstd) and
-``shared/captures-qemu10/q10-multifd-zstd`` (QEMU 10.0, zero pages in the packets).
+``shared/captures-qemu10/q10-multifd-zstd`` (QEMU 10.0, zero pages in the packets), which
+skip where the shared captures are absent; and ramlab's own ``ramlab/data/multifd-zstd``
+(QEMU 7.2, 2 channels, zstd), present in every checkout: the chunking, truncation, damage and
+fuzzing tests use it, so they run anywhere.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
-from _shared import SHARED
+from _shared import DATA, SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +42,7 @@ from ramlab.wire.multifd import (
 
 Q72 = SHARED / "captures" / "multifd-zstd"
 Q10 = SHARED / "captures-qemu10" / "q10-multifd-zstd"
+BUNDLED = DATA / "multifd-zstd"  # channel-1 holds id 0, channel-2 id 1
 HDR = packet_header_size(4096)
 LEGACY = range(0xA0000 // 4096, 0x100000 // 4096)  # VGA / BIOS window: pmemsave does not read RAM
 
@@ -263,7 +267,8 @@ def test_q10_forced_72_layout_ignores_zero_pages() -> None:
 
 # --- byte-exact re-encoding, chunking, truncation, damage -----------------------------
 
-CHANNELS = [pytest.param(Q72, 1, marks=needs_72), pytest.param(Q72, 2, marks=needs_72)]
+CHANNELS = [pytest.param(BUNDLED, 1, id="bundled-1"), pytest.param(BUNDLED, 2, id="bundled-2")]
+CHANNELS += [pytest.param(Q72, 1, marks=needs_72), pytest.param(Q72, 2, marks=needs_72)]
 CHANNELS += [pytest.param(Q10, 1, marks=needs_10), pytest.param(Q10, 2, marks=needs_10)]
 
 
@@ -294,11 +299,10 @@ def test_byte_at_a_time_equals_whole(folder: Path, ch: int) -> None:
     assert got == whole
 
 
-@needs_72
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cuts=st.lists(st.integers(0, 10**6), max_size=12))
 def test_random_chunks_equal_whole(cuts: list[int]) -> None:
-    data = _prefix(Q72, 2, 6)
+    data = _prefix(BUNDLED, 2, 6)
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     dec = MultifdChannelDecoder()
     got = []
@@ -309,12 +313,12 @@ def test_random_chunks_equal_whole(cuts: list[int]) -> None:
     assert got == decode_channel(data)
 
 
-@needs_72
 @pytest.mark.parametrize("where", ["handshake", "header", "payload"])
 def test_truncated_channel(where: str) -> None:
-    raw = _load(Q72 / "channel-1.bin.zst")
-    packets = _packets(Q72, 1)
+    raw = _load(BUNDLED / "channel-1.bin.zst")
+    packets = _packets(BUNDLED, 1)
     target = packets[3]
+    assert target.normal_pages and target.payload_len > 17
     cut = {"handshake": 30, "header": target.offset + 100, "payload": target.payload_offset + 17}[where]
     dec = MultifdChannelDecoder()
     dec.receive_data(raw[:cut])
@@ -324,7 +328,7 @@ def test_truncated_channel(where: str) -> None:
         assert err.offset == 0 and events == []
     else:
         assert err.offset == target.offset
-        assert events == list(_decoded(Q72, 1)[:4])  # handshake + the 3 packets before
+        assert events == list(_decoded(BUNDLED, 1)[:4])  # handshake + the 3 packets before
     with pytest.raises(TruncatedStream):
         dec.next_event()  # the decoder stays failed
 
@@ -333,7 +337,6 @@ def _damaged(raw: bytes, at: int, value: bytes) -> bytes:
     return raw[:at] + value + raw[at + len(value) :]
 
 
-@needs_72
 @pytest.mark.parametrize(
     "field, rel, value, exc, err_rel",
     [
@@ -351,25 +354,26 @@ def _damaged(raw: bytes, at: int, value: bytes) -> bytes:
     ],
 )
 def test_damaged_packet(field: str, rel: int, value: bytes, exc: type, err_rel: int) -> None:
-    raw = _load(Q72 / "channel-2.bin.zst")
-    packets = _packets(Q72, 2)
-    target = packets[2]  # a full zstd data packet
-    assert target.normal_pages == 128
+    raw = _load(BUNDLED / "channel-1.bin.zst")
+    packets = _packets(BUNDLED, 1)
+    target = packets[3]  # a full zstd data packet, after the channel's first payload
+    assert (target.flags, target.normal_pages) == (MULTIFD_FLAG_ZSTD, 128)
     if field == "payload":
         target = packets[1]  # the first payload: corrupt the zstd frame header
+        assert target.payload[:4] == b"\x28\xb5\x2f\xfd"
     dec = MultifdChannelDecoder()
     dec.receive_data(_damaged(raw[: packets[6].end], target.offset + rel, value))
     events, err = _drain(dec)
     assert type(err) is exc, (field, err)
     assert err.offset == target.offset + err_rel, (field, str(err))
-    before = [e for e in _decoded(Q72, 2) if e.offset < target.offset]
+    before = [e for e in _decoded(BUNDLED, 1) if e.offset < target.offset]
     assert events == before
 
 
-@needs_72
 def test_damaged_next_packet_size_is_caught_downstream() -> None:
-    raw = _load(Q72 / "channel-2.bin.zst")
-    target = _packets(Q72, 2)[2]
+    raw = _load(BUNDLED / "channel-1.bin.zst")
+    target = _packets(BUNDLED, 1)[3]
+    assert target.normal_pages
     bad = _damaged(raw, target.offset + 20, struct.pack(">I", target.next_packet_size - 3))
     dec = MultifdChannelDecoder()
     dec.receive_data(bad)
@@ -379,9 +383,8 @@ def test_damaged_next_packet_size_is_caught_downstream() -> None:
     assert len(events) >= 3
 
 
-@needs_72
 def test_bad_handshake() -> None:
-    raw = _load(Q72 / "channel-1.bin.zst")
+    raw = _load(BUNDLED / "channel-1.bin.zst")
     for at, value, off in [(0, b"QEVM", 0), (4, struct.pack(">I", 7), 4)]:
         dec = MultifdChannelDecoder()
         dec.receive_data(_damaged(raw[:200], at, value))
@@ -451,11 +454,10 @@ def test_fuzz_only_ramlab_errors(name: str, edits: list, cut: int | None, chunk:
             assert ev.pages.shape == (ev.normal_pages, 4096)
 
 
-@needs_72
 @settings(max_examples=60, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
 @given(edits=st.lists(st.tuples(st.integers(0, 10**7), st.integers(0, 255)), min_size=1, max_size=4))
 def test_fuzz_real_prefix(edits: list) -> None:
-    data = bytearray(_prefix(Q72, 1, 5))
+    data = bytearray(_prefix(BUNDLED, 1, 5))
     for at, value in edits:
         data[at % len(data)] = value
     dec = MultifdChannelDecoder()
