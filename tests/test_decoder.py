@@ -348,3 +348,35 @@ def test_xbzrle_after_postcopy_listen_is_rejected():
     ok = stream[: -len(xb)] + struct.pack(">Q", 0x02) + b"\x06pc.ram" + b"\x00" + struct.pack(">Q", 0x10) + FOOT
     _, err = decode_all(ok + b"\x00")
     assert err is None
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("name", "discard for an unknown RAM block"),
+    ("unaligned", "Unaligned start address/length in postcopy discard"),
+    ("past-end", "postcopy discard past the end of the block"),
+])
+def test_a_bad_discard_ends_in_m_error_naming_the_command(damage, message):
+    """A POSTCOPY_RAM_DISCARD that QEMU's loader refuses stops the decode there: the error gives the
+    command's byte offset and names it; everything before it stays (issue #13, item 1)."""
+    data = bytearray(read_zst(DATA / "postcopy" / "fwd-0.bin.zst"))
+    good = ramlab.open(bytes(data))
+    cmd = next(e for e in good.events if isinstance(e, ev.Command) and e.name == "POSTCOPY_RAM_DISCARD")
+    payload = cmd.offset + 5  # u8 section type, be16 command, be16 length
+    name_len = data[payload + 1]
+    first = payload + 2 + name_len + 1  # version, cstr8 name, u8 0, then be64 start / be64 length pairs
+    if damage == "name":
+        data[payload + 2] ^= 0x20
+    elif damage == "unaligned":
+        data[first + 7] |= 1
+    else:
+        data[first : first + 8] = struct.pack(">Q", 1 << 40)
+    m = ramlab.open(bytes(data))
+    assert isinstance(m.error, StreamError) and m.error.message == message
+    assert m.error.offset == cmd.offset and m.error.section == "POSTCOPY_RAM_DISCARD"
+    assert f"at byte {cmd.offset} in section 'POSTCOPY_RAM_DISCARD'" in str(m.error)
+    before = [e for e in good.events if e.offset < cmd.offset]
+    assert m.events[: len(before)] == before
+    pages_before = {k: sum(len(e) for e in before if isinstance(e, ev.RamPages) and e.kind == flag)
+                    for k, flag in (("zero", 0x02), ("page", 0x08))}
+    assert pages_before["page"] > 0
+    assert {k: m.records[k] for k in pages_before} == pages_before  # the RAM before the command was applied

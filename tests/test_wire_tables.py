@@ -19,6 +19,7 @@ from _shared import decode_checked
 from ramlab.errors import StreamError, TruncatedStream, UnsupportedFeature
 from ramlab.wire import events as ev
 from ramlab.wire.decoder import StreamDecoder
+from ramlab.wire.encoder import encode_stream
 from ramlab.wire.multifd import MultifdChannelDecoder
 from ramlab.wire.return_path import ReturnPathDecoder
 
@@ -123,6 +124,13 @@ STREAM_ROWS = {
          ev.SectionFooter(2, offset=82), ev.SectionHeader(3, 2, "ram", offset=87), ev.RamEos(offset=92),
          ev.SectionFooter(2, offset=100), ev.EndOfFile(offset=105)],
     ),
+    # ram_load_precopy masks the address bits off before it switches on the flags, and CONTINUE
+    # means nothing to EOS: the words are kept as sent so that the stream re-encodes byte for byte
+    "EOS and MULTIFD_FLUSH with stray address bits": (
+        HDR + RAM_START + MEM_SIZE + h("0000000000005200") + h("0000000000003030") + FOOT + EOF,
+        [ev.FileHeader(3, offset=0), START_EV, MEM_EV, ev.RamMultifdFlush(offset=48, word=0x5200),
+         ev.RamEos(offset=56, word=0x3030), ev.SectionFooter(2, offset=64), ev.EndOfFile(offset=69)],
+    ),
 }
 
 # mapped-ram (QEMU >= 9.0, file: migrations; ram.c mapped_ram_setup_ramblock / parse_ramblock_mapped_ram):
@@ -212,6 +220,11 @@ STREAM_ERRORS = {
 def test_stream_table(name):
     data, events = STREAM_ROWS[name]
     check(StreamDecoder, data, events)
+
+
+def test_stray_address_bits_re_encode_byte_for_byte():
+    data, events = STREAM_ROWS["EOS and MULTIFD_FLUSH with stray address bits"]
+    assert encode_stream(events) == data
 
 
 @pytest.mark.parametrize("name", list(STREAM_ERRORS))

@@ -407,15 +407,21 @@ class RamLoader:
         if self.destination is None:
             raise StreamError("POSTCOPY_RAM_DISCARD before the MEM_SIZE block list", offset=e.offset,
                               section="POSTCOPY_RAM_DISCARD")
-        name, ranges = decode_discard_payload(e.payload, offset=e.offset + 5)
-        self._trigger("discard")
-        bi = self.block_index.get(name)
-        for start, length in ranges:
-            idx = self.destination.discard(name, start, length, offset=e.offset)
-            self.discards.append((name, start, length))
-            if bi is not None:
-                self.tracker.mark(bi, idx, PageClass.DISCARDED)
-                self.tracker.count("discarded", len(idx))
+        try:
+            name, ranges = decode_discard_payload(e.payload, offset=e.offset + 5)
+            self._trigger("discard")
+            bi = self.block_index.get(name)
+            for start, length in ranges:
+                idx = self.destination.discard(name, start, length, offset=e.offset)
+                self.discards.append((name, start, length))
+                if bi is not None:
+                    self.tracker.mark(bi, idx, PageClass.DISCARDED)
+                    self.tracker.count("discarded", len(idx))
+        except StreamError as err:  # say which command it was, as the decoder says which section
+            if err.section is None:
+                err.section = "POSTCOPY_RAM_DISCARD"
+                err.args = (err._format(),)
+            raise
         self.trace_events.append({"pass": self.tracker.current, "kind": "discard", "block": name,
                                   "ranges": [[int(s), int(n)] for s, n in ranges]})
 
