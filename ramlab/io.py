@@ -77,8 +77,8 @@ def read_stream(source: Source, *, limit: Limit = None) -> bytes | memoryview:
             if head == ZSTD_MAGIC:
                 fh.seek(0)
                 return _decompress(fh, str(path), limit)
-            if size == 0:
-                return b""
+            if size == 0:  # empty, or a file that reports no size (/proc, sysfs): read what it gives
+                return read_stream(head + fh.read(), limit=limit) if head else b""
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as exc:
         raise RamlabError(f"cannot read {path}: {exc.strerror or exc}") from exc

@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from _shared import DATA, read_zst
 
+import ramlab
 from ramlab.cli import main
 
 PLAIN = str(DATA / "plain" / "stream.bin.zst")
@@ -209,3 +211,17 @@ def test_pipes_and_dev_stdin_are_read_fully(tmp_path):
     for r in (via_dev_stdin, via_dash, via_fifo):
         assert r.returncode == 0, r.stderr
         assert '"complete": true' in r.stdout and f'"stream_bytes": {raw.stat().st_size}' in r.stdout
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_a_file_that_reports_no_size_is_read_to_its_end():
+    """/proc and sysfs files are regular files whose st_size is 0: read what they give, as QEMU's
+    ``exec:cat FILE`` would (the bytes are not a stream: the decode says so at byte 0)."""
+    from ramlab.io import read_stream
+
+    text = Path("/proc/self/status").read_bytes()
+    got = bytes(read_stream("/proc/self/status"))
+    assert got[:5] == text[:5] == b"Name:" and len(got) > 100
+    m = ramlab.open("/proc/self/status")
+    assert m.error is not None and m.error.offset == 0 and "magic" in str(m.error).lower()
+    assert bytes(read_stream(Path("/dev/null"))) == b""
