@@ -11,7 +11,9 @@ is read with :mod:`ast`. The layers, lowest first::
     migration, simulate, report, lab, provenance, live   the front doors and what sits on them
     cli, capture                            processes, files and sockets
 
-A module may import its own layer or lower ones, never a higher one.
+A module may import its own layer or lower ones, never a higher one; and no module below ``widgets``
+imports the notebook's widget libraries (``ipywidgets``, ``jupyter_bokeh``, ``IPython``), so the
+report and a script can draw with ``plots`` without them.
 """
 
 from __future__ import annotations
@@ -104,3 +106,26 @@ def test_no_import_circle():
             visit(a, [a])
     cycles = [c for c in cycles if "__init__" not in c]  # ramlab/__init__ re-exports the front doors
     assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+#: the notebook's widget libraries: only ``widgets`` and the layers above it may import them
+WIDGET_LIBRARIES = ("ipywidgets", "jupyter_bokeh", "IPython")
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    """Top-level names of every absolute import in ``path`` (top level and inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_plots_and_lower_layers_do_not_import_widget_libraries():
+    bad = [(name, lib) for name, path in _modules().items()
+           if name.split(".")[0] not in ("__init__", "__main__") and _rank(name) < RANK["widgets"]
+           for lib in sorted(_third_party_imports(path) & set(WIDGET_LIBRARIES))]
+    assert any(name.startswith("plots.") for name in _modules())  # the check sees the plots modules
+    assert not bad, "widget libraries below widgets/: " + ", ".join(f"{a} imports {b}" for a, b in bad)

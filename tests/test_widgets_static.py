@@ -160,7 +160,9 @@ def test_report_and_plots_do_not_pull_in_ipywidgets():
     import subprocess
     import sys
 
-    code = ("import sys, ramlab.report, ramlab.plots.player, ramlab.plots.static, ramlab.plots.delta_strip\n"
+    code = ("import importlib, pkgutil, sys, ramlab.report, ramlab.plots\n"
+            "for m in pkgutil.iter_modules(ramlab.plots.__path__, 'ramlab.plots.'):\n"
+            "    importlib.import_module(m.name)\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('ipywidgets', 'jupyter_bokeh')"
             " or m.startswith('ramlab.widgets'))\n"
             "assert not bad, bad")

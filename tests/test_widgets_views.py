@@ -1,4 +1,5 @@
-"""Unit tests (no browser) of the StreamInspector and PostcopyDiscardView data preparation."""
+"""Unit tests (no browser) of the StreamInspector and PostcopyDiscardView (and its data preparation,
+:mod:`ramlab.plots.postcopy`)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,7 @@ import ramlab
 from ramlab.data import data_path
 from ramlab.io import read_stream
 from ramlab.model.postcopy_plan import plan_discards
-from ramlab.widgets import PostcopyDiscardView, StreamInspector
-from ramlab.widgets.inspector import (
-    RecordTable,
-    decode_ram_flags,
-    field_layout,
-    filter_rows,
-    infer_page_size,
-    row_containing,
-)
-from ramlab.widgets.postcopy_view import (
+from ramlab.plots.postcopy import (
     DUP_COLOR,
     command_rows,
     grid_image,
@@ -29,6 +21,15 @@ from ramlab.widgets.postcopy_view import (
     plan_view_steps,
     range_segments,
     state_codes,
+)
+from ramlab.widgets import PostcopyDiscardView, StreamInspector
+from ramlab.widgets.inspector import (
+    RecordTable,
+    decode_ram_flags,
+    field_layout,
+    filter_rows,
+    infer_page_size,
+    row_containing,
 )
 from ramlab.wire.commands import decode_discard_payload, encode_discard_payload
 
@@ -302,11 +303,12 @@ def test_from_migration_hugepages():
 
 def test_postcopy_view_steps_switched_by_the_page():
     view = PostcopyDiscardView((D, U), host_ratio=8, block="m0")
-    assert view.client and len(view._step_images[0]) == len(view.steps)
-    args = view._step_js.args
+    maps = view.layout_models
+    assert view.client and len(maps.step_images[0]) == len(view.steps)
+    args = maps.step_js.args
     assert len(args["summaries"]) == len(args["fixups"]) == len(args["sents"]) == len(view.steps)
     view.show_step(1)
-    assert [r.visible for r in view._step_images[1]] == [k == 1 for k in range(len(view.steps))]
+    assert [r.visible for r in maps.step_images[1]] == [k == 1 for k in range(len(view.steps))]
     assert json.loads(args["fixups"][1]) == dict(view.fixup_source.data)
     assert view.summary.value == args["summaries"][1] and view.step_select.value == 1
     # the page chose step 0 (its value comes to the model): the page shows it itself (its rectangles
@@ -315,16 +317,16 @@ def test_postcopy_view_steps_switched_by_the_page():
     assert view.step_select.value == 0 and view.summary.value == args["summaries"][0]
     assert view.image_sources[1].data["image"][0][1].tolist() == [3] * 8
     # a step's "before" is the previous step's "after": one image travels for both
-    assert view._step_images[0][1].data_source is view._step_images[1][0].data_source
+    assert maps.step_images[0][1].data_source is maps.step_images[1][0].data_source
 
 
 def test_postcopy_view_over_budget_switches_steps_in_python(monkeypatch):
-    from ramlab.widgets import postcopy_view
+    from ramlab.plots import postcopy
 
-    monkeypatch.setattr(postcopy_view, "STEP_PIXEL_BUDGET", 0)
+    monkeypatch.setattr(postcopy, "STEP_PIXEL_BUDGET", 0)
     view = PostcopyDiscardView((D, U), host_ratio=8, block="m0")
-    assert not view.client and view._step_js.args["summaries"] == []
-    assert view._python_images[1] in view.figures[1].renderers
+    assert not view.client and view.layout_models.step_js.args["summaries"] == []
+    assert view.layout_models.python_images[1] in view.figures[1].renderers
     view.step_select.model.value = "0"  # the page chose step 0: Python draws it
     assert view.fixup_source.data["host_page"] == [1] and view.summary_div.text == view.summary.value
     assert view.image_sources[1].data["image"][0][1].tolist() == [3] * 8

@@ -72,7 +72,7 @@ __all__ = ["PageMap", "page_map_hover", "PIXEL_BUDGET"]
 
 _EMPTY: dict[str, list] = dict(image=[], x=[], y=[], dw=[], dh=[], pass_=[], ppp=[])
 #: renderers built directly, without the selection / muted glyph copies (views the browser would build)
-_BARE = dict(selection_glyph=None, nonselection_glyph=None, muted_glyph=None)
+BARE_GLYPHS = dict(selection_glyph=None, nonselection_glyph=None, muted_glyph=None)
 
 #: pixels of all overviews of a map together (the browser keeps them as RGBA: 4 bytes a pixel)
 PIXEL_BUDGET = 8_000_000
@@ -104,6 +104,12 @@ const set_text = (div, html) => {
     if (view._ramlab_html !== html) { view.markup_el.innerHTML = html; view._ramlab_html = html; }
   } else if (div.text !== html) div.text = html;
 };
+"""
+
+#: on a Div whose model text changed (from Python): forget what ``SET_TEXT_JS`` wrote before
+TEXT_RESET_JS = """
+const v = cb_obj.document && cb_obj.document.views_manager ? cb_obj.document.views_manager.find_one(cb_obj) : null;
+if (v != null) v._ramlab_html = undefined;
 """
 
 #: make the browser show pass ``slider.value``: its overview, or the detail when it is of that pass;
@@ -215,7 +221,7 @@ class PageMap:
         self._glyph = dict(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper)
         self.detail_source = ColumnDataSource(data=dict(_EMPTY))
         self.detail = GlyphRenderer(data_source=self.detail_source, glyph=Image(**self._glyph), visible=False,
-                                    **_BARE)
+                                    **BARE_GLYPHS)
         self.hover = page_map_hover(trace, cols, [self.detail], extra=(("pixel", "@ppp"),))
         fig.add_tools(self.hover)
         # the overview renderer of each pass: in a notebook only the pass shown travels with the widget's
@@ -364,7 +370,7 @@ class PageMap:
         for p in passes:
             src = ColumnDataSource(data=self._overview_data(p) if p in self._overviews else dict(_EMPTY))
             self.sources[p] = src
-            self.renderers[p] = GlyphRenderer(data_source=src, glyph=Image(**self._glyph), visible=False, **_BARE)
+            self.renderers[p] = GlyphRenderer(data_source=src, glyph=Image(**self._glyph), visible=False, **BARE_GLYPHS)
         if self._first_renderer is None:
             self._first_renderer = self.renderers[self.pass_index]
         self._apply_visibility()

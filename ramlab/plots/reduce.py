@@ -33,6 +33,7 @@ __all__ = [
     "NO_PAGE",
     "GridShape",
     "page_grid",
+    "class_grid",
     "reduce_factors",
     "reduce_classes",
     "dominant_class",
@@ -83,8 +84,13 @@ def reduce_factors(grid_shape: GridShape, out_shape: tuple[int, int]) -> tuple[i
     return max(-(-r // h), 1), max(-(-c // w), 1)
 
 
-def _grid2d(classes_1d: np.ndarray, grid_shape: GridShape) -> np.ndarray:
-    """The class array as a ``[rows, cols]`` grid padded with ``NO_PAGE`` (a view when exact)."""
+def class_grid(classes_1d: np.ndarray, grid_shape: GridShape) -> np.ndarray:
+    """The class array as a ``[rows, cols]`` grid padded with ``NO_PAGE`` (a view when exact): the image of
+    a pass at one page a pixel.
+
+    >>> class_grid(np.array([1, 2, 3], np.uint8), (2, 2)).tolist()
+    [[1, 2], [3, 10]]
+    """
     rows, cols = grid_shape
     c = np.asarray(classes_1d, dtype=np.uint8).ravel()
     if c.size > rows * cols:
@@ -167,7 +173,7 @@ def reduce_classes(
     >>> dom.shape, hist.sum(axis=-1).tolist()
     ((1, 2), [[4, 4]])
     """
-    grid = _grid2d(classes_1d, grid_shape)
+    grid = class_grid(classes_1d, grid_shape)
     factors = reduce_factors(grid_shape, out_shape)
     hist = _histogram(grid, factors)
     return dominant_class(hist, rule=rule, reference_counts=reference_counts), hist
@@ -221,7 +227,7 @@ def zoom_region(
     r1 = int(np.clip(np.ceil(hi_r), r0 + 1, n_rows))
     c0 = int(np.clip(np.floor(lo_c), 0, n_cols - 1))
     c1 = int(np.clip(np.ceil(hi_c), c0 + 1, n_cols))
-    grid = _grid2d(classes_1d, grid_shape)[r0:r1, c0:c1]
+    grid = class_grid(classes_1d, grid_shape)[r0:r1, c0:c1]
     fy, fx = reduce_factors(grid.shape, out_shape)
     hist = _histogram(np.ascontiguousarray(grid), (fy, fx))
     if reference_counts is None:

@@ -16,6 +16,10 @@ free (cells run while the migration goes on). It shows
   capability changes during one), switch to postcopy (``migrate-start-postcopy``) and cancel
   (``migrate_cancel``). QEMU's answer — or its error — is shown under them.
 
+A thin ipywidgets shell: the map, the bars and the curve are the bokeh figures of
+:class:`~ramlab.plots.live.LivePlots`, which each refresh feeds the snapshot; this module holds the
+thread that follows the run, the controls and the text.
+
     >>> import ramlab, ramlab.live
     >>> view = LiveMigration(ramlab.live.replay(ramlab.data_path("postcopy"), speed=100))
     >>> view.run.wait(60) and view.refresh() and view.map_source.data["pass_"][0]
@@ -30,18 +34,10 @@ import time
 from typing import Any
 
 import ipywidgets as W
-import numpy as np
-from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, LinearColorMapper, NumeralTickFormatter, Range1d
-from bokeh.plotting import figure
 from jupyter_bokeh import BokehModel
 
-from ramlab.plots.page_map import page_map_hover
-from ramlab.plots.palette import PALETTE, legend_html
-from ramlab.plots.passes import pass_chart_data, pass_charts
-from ramlab.plots.reduce import NO_PAGE, page_grid, reduce_classes, reduce_factors
+from ramlab.plots.live import LivePlots
 from ramlab.plots.static import class_map_img, figure_html, stacked_bars_svg
-from ramlab.trace import N_CLASSES, PageClass, Trace
 from ramlab.widgets._common import ViewBox
 
 __all__ = ["LiveMigration"]
@@ -49,6 +45,8 @@ __all__ = ["LiveMigration"]
 _MIB = 1 << 20
 #: seconds between two updates of the charts and tables (the page map updates at every refresh)
 CHARTS_PERIOD = 0.25
+
+
 class LiveMigration(ViewBox):
     """The live view of a :class:`~ramlab.live.run.LiveRun` (see the module docstring).
 
@@ -69,22 +67,29 @@ class LiveMigration(ViewBox):
         self._lock = threading.RLock()
         self._seen_version = -1
         self._charts_at = 0.0
-        self._map_key: tuple[int, int, int, bool] | None = None
-        self._last_image: np.ndarray | None = None
-        self._streamed = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         snap = run.snapshot()
         self._frame = int(map_size)
-        self._build_map(snap)
-        self._build_bars(snap, chart_width)
-        self._build_curve(2 * chart_width)
+        #: the figures and their sources (:class:`~ramlab.plots.live.LivePlots`), fed by :meth:`refresh`
+        self.plots = LivePlots(snap, map_size=map_size, chart_width=chart_width)
+        pl = self.plots
+        self.map_source = pl.map_source
+        self.bars_pages, self.bars_bytes, self.curve = pl.bars_pages, pl.bars_bytes, pl.curve
+        self.quads_source, self.bars_source = pl.quads_source, pl.bars_source
+        self.remaining_source, self.pass_source = pl.remaining_source, pl.pass_source
+        # the map's place: its figure comes once the RAM block list is known (its size depends on it)
+        self.map_model: BokehModel | None = None
+        self.legend = W.HTML(layout=W.Layout(height="52px", overflow="hidden"))
+        self.map_box = W.VBox([W.HTML("<i>page map: waiting for the RAM block list…</i>"), self.legend],
+                              layout=W.Layout(min_width=f"{self._frame + 60}px"))
+        self.map_box.add_class("ramlab-live-map")
         # fixed sizes: text that changes ten times a second must not make the page jump
         self.status = W.HTML(layout=W.Layout(height="26px", overflow="hidden"))
         self.counters = W.HTML(layout=W.Layout(width="420px", min_height="230px"))
         self.message = W.HTML(layout=W.Layout(min_height="26px"))
         self.controls = self._build_controls()
-        self.bars_model = BokehModel(column(self.bars_pages, self.bars_bytes))
+        self.bars_model = BokehModel(pl.bars)
         self.curve_model = BokehModel(self.curve)
         for m in (self.bars_model, self.curve_model):
             m.layout.flex = "0 0 auto"
@@ -101,10 +106,10 @@ class LiveMigration(ViewBox):
     def static_html(self) -> str:
         """The state when the notebook was saved: the page map of the last pass and the per-pass bars."""
         snap = self.run.snapshot()
-        if not snap.n_passes or self._last_image is None:
+        if not snap.n_passes or self.plots.last_image is None:
             return figure_html("Live migration (static picture)", f"<p>{html.escape(snap.status)}: no pass yet</p>")
         p = snap.n_passes - 1
-        img = class_map_img(self._last_image, width=self._frame, alt=f"page classes of pass {p}")
+        img = class_map_img(self.plots.last_image, width=self._frame, alt=f"page classes of pass {p}")
         bars = stacked_bars_svg(snap.counts, current=p, width=380, height=180)
         body = (f"<div style='display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start'>{img}"
                 f"<div>{bars}</div></div>")
@@ -154,160 +159,39 @@ class LiveMigration(ViewBox):
         snap = self.run.snapshot()
         with self._lock:
             self._seen_version = snap.version
-            if snap.blocks and self._grid is None:
+            if snap.blocks and self.plots.grid is None:
                 self._init_grid(snap)
             self._update_map(snap)
             now = time.monotonic()
             if final or snap.finished or now - self._charts_at >= CHARTS_PERIOD:
                 self._charts_at = now
-                self._update_bars(snap, final)
-                self._update_curve(snap)
+                self.plots.update_bars(snap, final)
+                self.plots.update_curve(snap, self.run.passes, getattr(self.run, "initial_parameters", {}))
                 self._update_text(snap, final)
             self.updates += 1
         self.timings_ms.append((time.perf_counter() - t0) * 1e3)
         return True
 
     # ------------------------------------------------------------------ the page map
-    def _build_map(self, snap: Any) -> None:
-        """The map's figure is made once the RAM block list is known (its size depends on it)."""
-        self._grid: tuple[int, int] | None = None
-        self.map_figure: Any = None
-        self.map_model: BokehModel | None = None
-        self.map_source = ColumnDataSource(data=dict(image=[np.full((1, 1), NO_PAGE, np.uint8)], x=[0], y=[0],
-                                                     dw=[1], dh=[1], pass_=[0]))
-        self.legend = W.HTML(layout=W.Layout(height="52px", overflow="hidden"))
-        self.map_box = W.VBox([W.HTML("<i>page map: waiting for the RAM block list…</i>"), self.legend],
-                              layout=W.Layout(min_width=f"{self._frame + 60}px"))
-        self.map_box.add_class("ramlab-live-map")
-
     def _init_grid(self, snap: Any) -> None:
-        n = snap.n_pages
-        rows, cols = self._grid = page_grid(n, None)
-        height = int(np.clip(round(self._frame * rows / cols), 60, self._frame))
-        mapper = LinearColorMapper(palette=PALETTE, low=-0.5, high=NO_PAGE + 0.5)
-        fig = figure(frame_width=self._frame, frame_height=height, x_range=Range1d(0, cols), y_range=Range1d(rows, 0),
-                     tools="save", title="page classes of the current pass", toolbar_location="above",
-                     x_axis_label=f"page in row ({cols} per row)", y_axis_label="row")
-        fig.grid.visible = False
-        glyph = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.map_source, color_mapper=mapper)
-        layout = Trace(blocks=tuple(snap.blocks), target_page_size=snap.target_page_size,
-                       classes=np.zeros((0, n), np.uint8), wire_bytes=np.zeros((0, n), np.uint32), dirty=None,
-                       counters={}, pass_kind=[], source="capture")
-        fig.add_tools(page_map_hover(layout, cols, [glyph]))
-        self.map_figure = fig
+        """The map's figure, once the RAM block list is known, with its first image."""
+        fig = self.plots.init_map(snap)
         self._update_map(snap)  # the first image goes in before the document is copied to the browser
         self.map_model = BokehModel(fig)
         self.map_model.layout.flex = "0 0 auto"
         self.map_box.children = (self.map_model, self.legend)
 
     def _update_map(self, snap: Any) -> None:
-        if self._grid is None or snap.current is None or self.map_figure is None:
+        legend = self.plots.update_map(snap)
+        if legend is None:
             return
-        p = snap.n_passes - 1
-        key = (p, int(snap.counts[p].sum() - snap.counts[p, PageClass.NOT_SENT]), int(snap.bytes[p]), snap.finished)
-        if key == self._map_key:
-            return
-        self._map_key = key
-        rows, cols = self._grid
-        out_shape = (self.map_figure.frame_height, self._frame)
-        if reduce_factors(self._grid, out_shape) == (1, 1):  # a page per pixel: the classes are the image
-            dom = np.full(rows * cols, NO_PAGE, np.uint8)
-            dom[: len(snap.current)] = snap.current
-            dom = dom.reshape(rows, cols)
-        else:
-            dom, _ = reduce_classes(snap.current, self._grid, out_shape, reference_counts=snap.counts[p])
-        h, w = dom.shape
-        self._last_image = dom
-        self.map_source.data = dict(image=[dom], x=[0], y=[0], dw=[w * -(-cols // w)], dh=[h * -(-rows // h)],
-                                    pass_=[p])
-        kind = snap.pass_kinds[p]
-        self.map_figure.title.text = f"page classes, pass {p} ({kind})" + ("" if snap.finished else ", live")
-        counts = {k: int(c) for k, c in enumerate(snap.counts[p]) if c}
-        self.legend.value = f"<div style='font-size:12px;line-height:1.6'>{legend_html(counts)}</div>"
+        self.legend.value = legend
         self.map_updates += 1
 
-    # ------------------------------------------------------------------ the per-pass bars
-    def _build_bars(self, snap: Any, width: int) -> None:
-        """The player's per-pass charts (:func:`~ramlab.plots.passes.pass_charts`), fed live: their data
-        comes from :func:`~ramlab.plots.passes.pass_chart_data` at each update."""
-        blank = Trace.allocate((), 1, source="capture", pass_kind=["bulk"])
-        charts = pass_charts(blank, width=width, counts=np.zeros((1, N_CLASSES), np.int64), nbytes=np.zeros(1))
-        self.bars_pages, self.bars_bytes = charts.figures[:2]
-        self.bars_pages.title.text = "pages sent per pass, by class (the last bar grows)"
-        self.quads_source = self.bars_pages.renderers[0].data_source
-        self.bars_source = self.bars_bytes.renderers[0].data_source
-        self._boxes = charts.boxes
-        self._bars_key: tuple[Any, ...] | None = None
-        self._update_bars(snap)
-
-    def _update_bars(self, snap: Any, final: bool = False) -> None:
-        """The whole (small) table of passes when it changed: a patch or stream would leave the browser's
-        copy wrong for good if one message were lost, a full update heals at the next one."""
-        n = snap.n_passes
-        key = (n, snap.counts.tobytes() if n < 64 else snap.counts[-2:].tobytes(), int(snap.bytes.sum()), final)
-        if key == self._bars_key:
-            return
-        self._bars_key = key
-        bars, quads = pass_chart_data(snap.counts, snap.pass_kinds, snap.bytes)
-        if not len(quads["color"]):  # no page yet: one flat quad (BokehJS refuses an empty colour column)
-            quads = {"left": [-0.4], "right": [0.4], "bottom": [0.0], "top": [0.0], "pass": [0], "kind": [""],
-                     "cls": [""], "pages": [0.0], "color": ["#ffffff"]}
-        self.quads_source.data = quads
-        self.bars_source.data = bars
-        for box in self._boxes:  # the highlight follows the pass being sent
-            box.update(left=n - 1.5, right=n - 0.5)
-
-    # ------------------------------------------------------------------ the convergence curve
-    def _build_curve(self, width: int) -> None:
-        self.remaining_source = ColumnDataSource(data=dict(t=[], remaining=[], threshold=[]))
-        self.pass_source = ColumnDataSource(data=dict(t=[], sent=[], pass_=[]))
-        f = figure(width=width, height=230, y_axis_type="log", x_axis_label="seconds since migrate",
-                   y_axis_label="pages (log)", tools="xpan,xwheel_zoom,reset,hover,save",
-                   title="QEMU's remaining dirty pages vs max-bandwidth x downtime-limit (green)")
-        f.line("t", "remaining", source=self.remaining_source, color="#777777", line_alpha=0.6,
-               legend_label="remaining (QEMU)")
-        f.step("t", "threshold", source=self.remaining_source, color="#2ca02c", line_dash="dashed", line_width=2,
-               mode="after", legend_label="bandwidth x downtime")
-        f.scatter("t", "sent", source=self.pass_source, size=7, color="#d62728", legend_label="pages sent per pass")
-        f.hover.tooltips = [("t", "@t{0.00} s"), ("remaining", "@remaining{0,0}"), ("fits", "@threshold{0,0}"),
-                            ("pass", "@pass_"), ("sent", "@sent{0,0}")]
-        f.yaxis.formatter = NumeralTickFormatter(format="0.[0]a")
-        f.legend.location = "bottom_left"
-        f.legend.label_text_font_size = "8pt"
-        f.legend.background_fill_alpha = 0.6
-        self.curve = f
-        self._passes_streamed = 0
-
-    def _threshold_pages(self, params: dict[str, Any], page_size: int) -> float | None:
-        bw, dl = params.get("max-bandwidth"), params.get("downtime-limit")
-        if bw is None or dl is None:
-            return None
-        return float(bw) * float(dl) / 1000.0 / page_size
-
-    def _update_curve(self, snap: Any) -> None:
-        rows: dict[str, list[float]] = {"t": [], "remaining": [], "threshold": []}
-        changes = [s for s in snap.samples if "event" in s and "arguments" in s and "error" not in s]
-        for s in snap.samples[self._streamed:]:
-            if "ram.remaining" not in s:
-                continue
-            page = int(s.get("ram.page-size") or snap.target_page_size)
-            params = dict(getattr(self.run, "initial_parameters", {}))
-            for c in changes:
-                if c["t"] <= s["t"]:
-                    params.update(c["arguments"])
-            thr = self._threshold_pages(params, page)
-            rows["t"].append(float(s["t"]))
-            rows["remaining"].append(max(float(s["ram.remaining"]) / page, 1.0))
-            rows["threshold"].append(max(thr, 1.0) if thr is not None else np.nan)
-        self._streamed = len(snap.samples)
-        if rows["t"]:
-            self.remaining_source.stream(rows)
-        done = self.run.passes[self._passes_streamed:]
-        if done:
-            self.pass_source.stream({"t": [p.t for p in done],
-                                     "sent": [max(sum(p.pages.values()), 1) for p in done],
-                                     "pass_": [p.index for p in done]})
-            self._passes_streamed += len(done)
+    @property
+    def map_figure(self) -> Any:
+        """The page map's bokeh figure (``None`` until the RAM block list is known)."""
+        return self.plots.map_figure
 
     # ------------------------------------------------------------------ text
     def _update_text(self, snap: Any, final: bool) -> None:

@@ -1,0 +1,217 @@
+"""The bokeh figures of a migration followed as it happens, fed one snapshot at a time.
+
+:class:`LivePlots` is what :class:`ramlab.widgets.live.LiveMigration` draws of a
+:class:`~ramlab.live.decoder.LiveSnapshot` (the controls, the text and the thread that feeds it stay
+in the widget; nothing here imports ipywidgets or :mod:`ramlab.live`, so recorded snapshots do too):
+
+- the page-class map of the current pass, made once the RAM block list is known (its size depends
+  on it): one image reduced to the frame as in the player (:func:`~ramlab.plots.reduce.reduce_classes`,
+  one page a pixel when RAM is small), with the player's hover (:func:`~ramlab.plots.page_map.page_map_hover`);
+- the player's per-pass charts (:func:`~ramlab.plots.passes.pass_charts`), growing a bar per pass;
+- QEMU's remaining dirty pages over time against ``max-bandwidth x downtime-limit``
+  (:func:`downtime_threshold_pages`, the pages that fit in the allowed downtime: below the line,
+  QEMU stops the VM and completes).
+
+**Why whole updates.**  The map and the per-pass bars are small (reduced arrays): when they changed,
+their data is replaced whole.  A patch or stream would leave the browser's copy wrong for good if one
+message were lost; a full update heals at the next one.  Only the curve streams, its new samples.
+
+    >>> import ramlab, ramlab.live
+    >>> run = ramlab.live.replay(ramlab.data_path("postcopy"), speed=100).wait(60)
+    >>> plots = LivePlots(run.snapshot())
+    >>> fig = plots.init_map(run.snapshot())
+    >>> legend = plots.update_map(run.snapshot())            # the legend of the pass shown (HTML)
+    >>> fig.title.text, plots.update_map(run.snapshot())     # unchanged: None
+    ('page classes, pass 3 (postcopy)', None)
+    >>> plots.update_curve(run.snapshot(), run.passes, run.initial_parameters)
+    >>> plots.map_source.data["pass_"], plots.pass_source.data["pass_"]
+    ([3], [0, 1, 2, 3])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from bokeh.layouts import column
+from bokeh.models import ColumnDataSource, LinearColorMapper, NumeralTickFormatter, Range1d
+from bokeh.plotting import figure
+
+from ramlab.plots.page_map import page_map_hover
+from ramlab.plots.palette import PALETTE, legend_html
+from ramlab.plots.passes import pass_chart_data, pass_charts
+from ramlab.plots.reduce import NO_PAGE, class_grid, page_grid, reduce_classes, reduce_factors
+from ramlab.trace import N_CLASSES, PageClass, Trace
+
+__all__ = ["LivePlots", "downtime_threshold_pages"]
+
+
+def downtime_threshold_pages(params: Mapping[str, Any], page_size: int) -> float | None:
+    """Pages that fit in the downtime limit with QEMU's migration parameters: ``max-bandwidth``
+    (bytes/s) x ``downtime-limit`` (ms) / ``page_size``; ``None`` unless both are known.
+
+    >>> downtime_threshold_pages({"max-bandwidth": 4 << 20, "downtime-limit": 300}, 4096)
+    307.2
+    """
+    bw, dl = params.get("max-bandwidth"), params.get("downtime-limit")
+    if bw is None or dl is None:
+        return None
+    return float(bw) * float(dl) / 1000.0 / page_size
+
+
+class LivePlots:
+    """The live view's figures and their sources (see the module docstring).
+
+    Args:
+        snap: the first snapshot (a :class:`~ramlab.live.decoder.LiveSnapshot`, or anything with its
+            fields): the bars start from it.
+        map_size: page map frame width in pixels (its height follows the grid, 60 to ``map_size``).
+        chart_width: per-pass charts width; the curve is twice as wide.
+
+    Attributes: :attr:`map_source` (``image``, ``x``, ``y``, ``dw``, ``dh``, ``pass_``) and
+    :attr:`map_figure` (``None`` until :meth:`init_map`); :attr:`bars`, a column of :attr:`bars_pages`
+    and :attr:`bars_bytes` (their data: :attr:`quads_source`, :attr:`bars_source`); :attr:`curve`, whose
+    data are :attr:`remaining_source` (``t``, ``remaining``, ``threshold``) and :attr:`pass_source`
+    (``t``, ``sent``, ``pass_``).
+    """
+
+    def __init__(self, snap: Any, *, map_size: int = 360, chart_width: int = 420) -> None:
+        self.frame = int(map_size)
+        self._build_map()
+        self._build_bars(snap, chart_width)
+        self._build_curve(2 * chart_width)
+
+    # ------------------------------------------------------------------ the page map
+    def _build_map(self) -> None:
+        """The map's figure is made once the RAM block list is known (its size depends on it)."""
+        self.grid: tuple[int, int] | None = None
+        self.map_figure: Any = None
+        self.last_image: np.ndarray | None = None
+        self._map_key: tuple[int, int, int, bool] | None = None
+        self.map_source = ColumnDataSource(data=dict(image=[np.full((1, 1), NO_PAGE, np.uint8)], x=[0], y=[0],
+                                                     dw=[1], dh=[1], pass_=[0]))
+
+    def init_map(self, snap: Any) -> Any:
+        """Make the page map's figure for the RAM blocks of ``snap`` (empty until :meth:`update_map`)."""
+        n = snap.n_pages
+        rows, cols = self.grid = page_grid(n, None)
+        height = int(np.clip(round(self.frame * rows / cols), 60, self.frame))
+        mapper = LinearColorMapper(palette=PALETTE, low=-0.5, high=NO_PAGE + 0.5)
+        fig = figure(frame_width=self.frame, frame_height=height, x_range=Range1d(0, cols), y_range=Range1d(rows, 0),
+                     tools="save", title="page classes of the current pass", toolbar_location="above",
+                     x_axis_label=f"page in row ({cols} per row)", y_axis_label="row")
+        fig.grid.visible = False
+        glyph = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.map_source, color_mapper=mapper)
+        layout = Trace(blocks=tuple(snap.blocks), target_page_size=snap.target_page_size,
+                       classes=np.zeros((0, n), np.uint8), wire_bytes=np.zeros((0, n), np.uint32), dirty=None,
+                       counters={}, pass_kind=[], source="capture")
+        fig.add_tools(page_map_hover(layout, cols, [glyph]))
+        self.map_figure = fig
+        return fig
+
+    def update_map(self, snap: Any) -> str | None:
+        """Show the current pass of ``snap`` when it changed; returns then the legend of the pass (HTML:
+        the classes and their counts), else ``None`` (nothing changed, or no map yet)."""
+        if self.grid is None or snap.current is None or self.map_figure is None:
+            return None
+        p = snap.n_passes - 1
+        key = (p, int(snap.counts[p].sum() - snap.counts[p, PageClass.NOT_SENT]), int(snap.bytes[p]), snap.finished)
+        if key == self._map_key:
+            return None
+        self._map_key = key
+        rows, cols = self.grid
+        out_shape = (self.map_figure.frame_height, self.frame)
+        if reduce_factors(self.grid, out_shape) == (1, 1):  # a page per pixel: the classes are the image
+            dom = class_grid(snap.current, self.grid)
+        else:
+            dom, _ = reduce_classes(snap.current, self.grid, out_shape, reference_counts=snap.counts[p])
+        h, w = dom.shape
+        self.last_image = dom
+        self.map_source.data = dict(image=[dom], x=[0], y=[0], dw=[w * -(-cols // w)], dh=[h * -(-rows // h)],
+                                    pass_=[p])
+        kind = snap.pass_kinds[p]
+        self.map_figure.title.text = f"page classes, pass {p} ({kind})" + ("" if snap.finished else ", live")
+        counts = {k: int(c) for k, c in enumerate(snap.counts[p]) if c}
+        return f"<div style='font-size:12px;line-height:1.6'>{legend_html(counts)}</div>"
+
+    # ------------------------------------------------------------------ the per-pass bars
+    def _build_bars(self, snap: Any, width: int) -> None:
+        """The player's per-pass charts (:func:`~ramlab.plots.passes.pass_charts`), fed live: their data
+        comes from :func:`~ramlab.plots.passes.pass_chart_data` at each update."""
+        blank = Trace.allocate((), 1, source="capture", pass_kind=["bulk"])
+        charts = pass_charts(blank, width=width, counts=np.zeros((1, N_CLASSES), np.int64), nbytes=np.zeros(1))
+        self.bars_pages, self.bars_bytes = charts.figures[:2]
+        self.bars_pages.title.text = "pages sent per pass, by class (the last bar grows)"
+        self.bars = column(self.bars_pages, self.bars_bytes)
+        self.quads_source = self.bars_pages.renderers[0].data_source
+        self.bars_source = self.bars_bytes.renderers[0].data_source
+        self.boxes = charts.boxes
+        self._bars_key: tuple[Any, ...] | None = None
+        self.update_bars(snap)
+
+    def update_bars(self, snap: Any, final: bool = False) -> None:
+        """The whole (small) table of passes, when it changed (see the module docstring)."""
+        n = snap.n_passes
+        key = (n, snap.counts.tobytes() if n < 64 else snap.counts[-2:].tobytes(), int(snap.bytes.sum()), final)
+        if key == self._bars_key:
+            return
+        self._bars_key = key
+        bars, quads = pass_chart_data(snap.counts, snap.pass_kinds, snap.bytes)
+        if not len(quads["color"]):  # no page yet: one flat quad (BokehJS refuses an empty colour column)
+            quads = {"left": [-0.4], "right": [0.4], "bottom": [0.0], "top": [0.0], "pass": [0], "kind": [""],
+                     "cls": [""], "pages": [0.0], "color": ["#ffffff"]}
+        self.quads_source.data = quads
+        self.bars_source.data = bars
+        for box in self.boxes:  # the highlight follows the pass being sent
+            box.update(left=n - 1.5, right=n - 0.5)
+
+    # ------------------------------------------------------------------ the convergence curve
+    def _build_curve(self, width: int) -> None:
+        self.remaining_source = ColumnDataSource(data=dict(t=[], remaining=[], threshold=[]))
+        self.pass_source = ColumnDataSource(data=dict(t=[], sent=[], pass_=[]))
+        f = figure(width=width, height=230, y_axis_type="log", x_axis_label="seconds since migrate",
+                   y_axis_label="pages (log)", tools="xpan,xwheel_zoom,reset,hover,save",
+                   title="QEMU's remaining dirty pages vs max-bandwidth x downtime-limit (green)")
+        f.line("t", "remaining", source=self.remaining_source, color="#777777", line_alpha=0.6,
+               legend_label="remaining (QEMU)")
+        f.step("t", "threshold", source=self.remaining_source, color="#2ca02c", line_dash="dashed", line_width=2,
+               mode="after", legend_label="bandwidth x downtime")
+        f.scatter("t", "sent", source=self.pass_source, size=7, color="#d62728", legend_label="pages sent per pass")
+        f.hover.tooltips = [("t", "@t{0.00} s"), ("remaining", "@remaining{0,0}"), ("fits", "@threshold{0,0}"),
+                            ("pass", "@pass_"), ("sent", "@sent{0,0}")]
+        f.yaxis.formatter = NumeralTickFormatter(format="0.[0]a")
+        f.legend.location = "bottom_left"
+        f.legend.label_text_font_size = "8pt"
+        f.legend.background_fill_alpha = 0.6
+        self.curve = f
+        self._streamed = 0
+        self._passes_streamed = 0
+
+    def update_curve(self, snap: Any, passes: Sequence[Any], initial_parameters: Mapping[str, Any]) -> None:
+        """Stream the ``query-migrate`` samples of ``snap`` not shown yet (the threshold from
+        ``initial_parameters`` and the parameter changes made since) and the complete ``passes`` not
+        shown yet (:class:`~ramlab.live.decoder.PassSummary`: ``t``, ``pages``, ``index``)."""
+        rows: dict[str, list[float]] = {"t": [], "remaining": [], "threshold": []}
+        changes = [s for s in snap.samples if "event" in s and "arguments" in s and "error" not in s]
+        for s in snap.samples[self._streamed:]:
+            if "ram.remaining" not in s:
+                continue
+            page = int(s.get("ram.page-size") or snap.target_page_size)
+            params = dict(initial_parameters)
+            for c in changes:
+                if c["t"] <= s["t"]:
+                    params.update(c["arguments"])
+            thr = downtime_threshold_pages(params, page)
+            rows["t"].append(float(s["t"]))
+            rows["remaining"].append(max(float(s["ram.remaining"]) / page, 1.0))
+            rows["threshold"].append(max(thr, 1.0) if thr is not None else np.nan)
+        self._streamed = len(snap.samples)
+        if rows["t"]:
+            self.remaining_source.stream(rows)
+        done = passes[self._passes_streamed:]
+        if done:
+            self.pass_source.stream({"t": [p.t for p in done],
+                                     "sent": [max(sum(p.pages.values()), 1) for p in done],
+                                     "pass_": [p.index for p in done]})
+            self._passes_streamed += len(done)
