@@ -44,6 +44,11 @@ autosummary_generate = True
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # the signatures show them; numpydoc renders the parameter sections
 autodoc_default_options = {"members": True, "show-inheritance": True}
+# ramlab.xbzrle.numba_kernels (the optional ``ramlab[fast]`` backend) imports numba at the top. Mocked, not
+# added to the docs extra: only the docstrings are needed, and numba (with llvmlite, ~200 MB installed) lags
+# new Python releases by months, which would tie the docs build to numba's wheels. The mock applies to the
+# modules autodoc imports only (the notebooks run in their own kernel, with numba if it is installed).
+autodoc_mock_imports = ["numba"]
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = False
@@ -59,6 +64,13 @@ nb_execution_timeout = 300
 nb_execution_raise_on_error = True  # a notebook that fails fails the build (cells tagged raises-exception may)
 nb_execution_show_tb = True
 nb_merge_streams = True
+# Widget outputs: every ramlab widget's bundle carries its own static picture (text/html, class
+# ramlab-static, no script). nbclient stores the widget state in the executed notebook, and myst-nb then
+# prefers application/vnd.jupyter.widget-view+json, which needs the @jupyter-widgets/html-manager from a
+# CDN (blank offline, and the bokeh views need more than it has). The widget view is dropped for every
+# builder (priority None), so the static picture is rendered, and the CDN scripts are not added.
+nb_mime_priority_overrides = [("*", "application/vnd.jupyter.widget-view+json", None)]
+nb_ipywidgets_js: dict[str, dict[str, str]] = {}
 myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]
 myst_heading_anchors = 3
 

@@ -62,6 +62,7 @@ CASES = [
     (["simulate", "--ram", "64Q"], USAGE, "not a size"),
     (["simulate", "--cache-size=-4M"], USAGE, "not a size"),
     (["simulate", "--bandwidth", "1e30"], USAGE, "not a size"),
+    (["simulate", "--ram", "99999999999T"], USAGE, "too large"),
     (["simulate", "--dirty-rate", "inf"], USAGE, "not a size"),
     (["simulate", "--downtime-ms", "nan"], USAGE, "not a duration"),
     (["simulate", "--downtime-ms", "-5"], USAGE, "not a duration"),
@@ -103,6 +104,82 @@ def test_bad_cli_case(capsys, files, argv, status, words):
     assert code == status, (code, out, err)
     assert "Traceback" not in out + err
     assert words in err, err
+
+
+# ramlab capture and ramlab watch: the same argparse types as simulate, so a bad size or number is a usage
+# error (exit 2, no traceback) found while parsing, before any QEMU is started
+QEMU_CASES = [
+    (["capture", "{d}/cap", "--ram", "inf"], "not a size"),
+    (["capture", "{d}/cap", "--ram=-1M"], "not a size"),
+    (["capture", "{d}/cap", "--ram", "nan"], "not a size"),
+    (["capture", "{d}/cap", "--ram", "1.5M"], "whole MiB"),
+    (["capture", "{d}/cap", "--ram", "2M"], "at least 4M"),
+    (["capture", "{d}/cap", "--cache-size", "inf"], "not a size"),
+    (["capture", "{d}/cap", "--cache-size=-4M"], "not a size"),
+    (["capture", "{d}/cap", "--bandwidth", "inf"], "not a size"),
+    (["capture", "{d}/cap", "--bandwidth", "99999999999T"], "too large"),
+    (["capture", "{d}/cap", "--postcopy-bandwidth", "inf"], "not a size"),
+    (["capture", "{d}/cap", "--timeout", "inf"], "not a positive number"),
+    (["capture", "{d}/cap", "--timeout", "0"], "not a positive number"),
+    (["capture", "{d}/cap", "--timeout", "nan"], "not a positive number"),
+    (["capture", "{d}/cap", "--compress-level", "99"], "invalid choice"),
+    (["capture", "{d}/cap", "--compress-level=-1"], "invalid choice"),
+    (["capture", "{d}/cap", "--compress-threads", "0"], "not an integer in 1..255"),
+    (["capture", "{d}/cap", "--multifd", "0"], "not an integer in 1..255"),
+    (["capture", "{d}/cap", "--downtime-ms=-1"], "not an integer in 0..2000000"),
+    (["capture", "{d}/cap", "--relax-after=-1"], "not a count"),
+    (["capture", "{d}/cap", "--postcopy-after", "two"], "not a count"),
+    (["capture", "{d}/cap", "--zstd-level", "99"], "not an integer in 1..22"),
+    (["watch", "--ram", "inf"], "not a size"),
+    (["watch", "--ram", "-5"], "not a size"),
+    (["watch", "--bandwidth", "nan"], "not a size"),
+    (["watch", "--bandwidth", "inf"], "not a size"),
+    (["watch", "--cache-size=-1M"], "not a size"),
+    (["watch", "--postcopy-bandwidth", "inf"], "not a size"),
+    (["watch", "--timeout", "inf"], "not a positive number"),
+    (["watch", "--compress-level", "10"], "invalid choice"),
+    (["watch", "--speed", "0"], "not a positive number"),
+    (["watch", "--sample-interval", "inf"], "not a positive number"),
+    (["watch", "--exec"], "recorder's socket"),
+]
+
+
+@pytest.fixture
+def no_qemu(monkeypatch):
+    """Any attempt to record a migration or start a process fails the test."""
+    import subprocess
+
+    import ramlab.capture.live
+    import ramlab.capture.run
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"a QEMU capture was started: {args} {kwargs}")
+
+    monkeypatch.setattr(ramlab.capture.run, "capture", forbidden)
+    monkeypatch.setattr(ramlab.capture.live, "start_capture", forbidden)
+    monkeypatch.setattr(ramlab.capture.live, "capture", forbidden)
+    monkeypatch.setattr(subprocess, "Popen", forbidden)
+
+
+@pytest.mark.parametrize(("argv", "words"), QEMU_CASES, ids=_case_id)
+def test_bad_capture_and_watch_option_is_a_usage_error_before_qemu(capsys, tmp_path, no_qemu, argv, words):
+    code = main([a.replace("{d}", str(tmp_path)) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == USAGE, (code, out, err)
+    assert "Traceback" not in out + err
+    assert words in err, err
+    assert not (tmp_path / "cap").exists()  # capture() creates its folder first: it was never called
+
+
+def test_capture_size_parser_rejects_non_finite_and_negative_sizes():
+    from ramlab.capture.run import parse_size
+    from ramlab.errors import RamlabError
+
+    assert parse_size("16M") == 16 << 20 and parse_size(4096) == 4096 and parse_size("1G") == 1 << 30
+    for bad, words in [("inf", "finite"), ("-inf", "finite"), ("nan", "finite"), ("-1M", ">= 0"), ("-5", ">= 0"),
+                       (-5, ">= 0"), (float("inf"), "finite"), (True, "size"), ("lots", "size")]:
+        with pytest.raises(RamlabError, match=words):
+            parse_size(bad, "--ram")
 
 
 def test_simulate_with_a_ram_size_this_machine_cannot_hold(capsys):

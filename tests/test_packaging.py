@@ -47,6 +47,42 @@ def test_licence_files_and_notice():
     assert 'license = "MIT"' in (REPO / "pyproject.toml").read_text()
 
 
+def test_notice_names_every_qemu_the_captures_were_recorded_with():
+    """NOTICE names each QEMU (major.minor and Debian release) whose firmware is inside a bundled capture."""
+    notice = " ".join((REPO / "NOTICE").read_text().split())
+    recorded = set()
+    for meta in (REPO / "ramlab" / "data").rglob("meta.json"):
+        cli = json.loads(meta.read_text()).get("qemu_version_cli", "")
+        m = re.match(r"QEMU emulator version (\d+\.\d+)\.\d+ \(Debian .*\+deb(\d+)u", cli)
+        assert m, f"{meta}: qemu_version_cli {cli!r}"
+        recorded.add(m.groups())
+    assert {v for v, _ in recorded} >= {"5.2", "7.2", "10.0"}
+    for version, debian in sorted(recorded):
+        assert re.search(rf"\b{re.escape(version)} \(Debian {debian}\b", notice), \
+            f"NOTICE does not name QEMU {version} (Debian {debian})"
+
+
+#: the sizes README.md and docs/install.md state (whitespace normalised)
+SIZES = re.compile(r"an ([\d.]+) MB wheel \((\d+) MB installed; the sdist, with tests and docs, ([\d.]+) MB\)")
+
+
+def _documented_sizes() -> dict[str, tuple[float, float, float]]:
+    out = {}
+    for doc in ("README.md", "docs/install.md"):
+        m = SIZES.search(" ".join((REPO / doc).read_text().split()))
+        assert m, f"{doc}: no 'an N MB wheel (N MB installed; the sdist, with tests and docs, N MB)'"
+        out[doc] = tuple(float(g) for g in m.groups())
+    return out
+
+
+def test_documented_data_size_matches_the_captures():
+    sizes = _documented_sizes()
+    assert len(set(sizes.values())) == 1, sizes  # README and the docs say the same
+    m = re.search(r"about ([\d.]+) MB of zstd files", " ".join((REPO / "docs" / "install.md").read_text().split()))
+    zst = sum(p.stat().st_size for p in (REPO / "ramlab" / "data").rglob("*.zst"))
+    assert m and abs(float(m.group(1)) * 1e6 - zst) <= 0.05 * zst, (m and m.group(1), zst / 1e6)
+
+
 CITATION = re.compile(r"(stream-format|algorithms)\.md`*\s+§\s*(\d+(?:\.\d+)?)")
 
 
@@ -137,6 +173,21 @@ def test_wheel_and_sdist_contents(installed):
                  "CITATION.cff", "docs/conf.py", "ramlab/data/plain/stream.bin.zst",
                  *(f"notebooks/{n}" for n in repo_notebooks)]:
         assert must in snames, f"sdist lacks {must}"
+
+
+@pytest.mark.slow
+def test_documented_sizes_match_the_build(installed):
+    """README.md and docs/install.md state the wheel, installed and sdist sizes to within 5% (15% installed)."""
+    py, _, env, work, dist = installed
+    wheel = next(dist.glob("ramlab-*.whl")).stat().st_size
+    sdist = next(dist.glob("ramlab-*.tar.gz")).stat().st_size
+    where = _run([str(py), "-c", "import os, ramlab; print(os.path.dirname(ramlab.__file__))"], cwd=work, env=env)
+    package = Path(where.stdout.decode().strip())
+    installed_bytes = sum(p.stat().st_size for p in package.rglob("*") if p.is_file())
+    for doc, (w, i, s) in _documented_sizes().items():
+        assert abs(w * 1e6 - wheel) <= 0.05 * wheel, (doc, w, wheel / 1e6)
+        assert abs(s * 1e6 - sdist) <= 0.05 * sdist, (doc, s, sdist / 1e6)
+        assert abs(i * 1e6 - installed_bytes) <= 0.15 * installed_bytes, (doc, i, installed_bytes / 1e6)
 
 
 @pytest.mark.slow

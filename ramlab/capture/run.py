@@ -52,6 +52,7 @@ from ramlab.capture.qemu import (
     set_migration_config,
     work_dir,
 )
+from ramlab.cli.args import count_arg, int_range_arg, seconds_arg, size_arg
 from ramlab.errors import CaptureError, RamlabError
 from ramlab.live.samples import qmp_sample
 
@@ -61,22 +62,29 @@ STATUS_ADDR = 0x300000  # guest status page: "RAMLAB01", pass counter at +8, rea
 QEVM_V3 = bytes.fromhex("5145564d00000003")
 
 
-def parse_size(text: str | int) -> int:
-    """``"16M"`` -> 16 MiB in bytes; plain numbers are bytes; suffixes K, M, G (binary).
+def parse_size(text: str | int, name: str = "size") -> int:
+    """``"16M"`` -> 16 MiB in bytes; plain numbers are bytes; binary suffixes K, M, G, T (``"4MiB"`` too).
+
+    NaN, infinity, negative values, bools and sizes beyond 2**62 bytes are a
+    :class:`~ramlab.errors.RamlabError` naming ``name``.
 
     >>> parse_size("4M"), parse_size("512K"), parse_size("4096")
     (4194304, 524288, 4096)
+    >>> parse_size("-1M", "ram")
+    Traceback (most recent call last):
+    ramlab.errors.RamlabError: ram must be >= 0, found '-1M' (str)
     """
-    if isinstance(text, int):
-        return text
-    s = text.strip().upper().removesuffix("IB").removesuffix("B")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(s[-1:], 1)
-    if mult != 1:
-        s = s[:-1]
-    try:
-        return int(float(s) * mult)
-    except ValueError:
-        raise RamlabError(f"bad size {text!r} (examples: 16M, 512K, 4096)") from None
+    from ramlab import checks
+
+    return checks.size(text, name, RamlabError)
+
+
+def _ram_arg(text: str) -> int:
+    """``--ram``: a size in whole MiB (QEMU's ``-m``), at least 4 MiB (the guest's status page is at 3 MiB)."""
+    value = size_arg(text)
+    if value < 4 << 20 or value % (1 << 20):
+        raise argparse.ArgumentTypeError(f"not a guest RAM size: {text!r} (expected whole MiB, at least 4M, e.g. 16M)")
+    return value
 
 
 def _sha256(data: bytes) -> str:
@@ -630,26 +638,32 @@ def build_parser(*, prog: str = "ramlab capture", out_dir: bool = True,
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
     if out_dir:
         p.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
-    p.add_argument("--ram", default="16M", help="guest RAM (default 16M)")
+    p.add_argument("--ram", type=_ram_arg, default="16M", metavar="SIZE",
+                   help="guest RAM, whole MiB, at least 4M (default 16M)")
     p.add_argument("--machine", choices=["pc", "q35"], default="pc", help="machine type (default pc)")
     p.add_argument("--xbzrle", action="store_true", help="enable the xbzrle capability")
-    p.add_argument("--cache-size", default="4M", help="xbzrle-cache-size (default 4M)")
+    p.add_argument("--cache-size", type=size_arg, default="4M", metavar="SIZE", help="xbzrle-cache-size (default 4M)")
     p.add_argument("--compress", action="store_true", help="enable the compress capability (zlib)")
-    p.add_argument("--compress-threads", type=int, default=2, help="compress-threads (default 2)")
-    p.add_argument("--compress-level", type=int, default=1, help="compress-level, zlib 0-9 (default 1)")
-    p.add_argument("--multifd", type=int, metavar="N", help="multifd with N channels (unix socket recorder)")
+    p.add_argument("--compress-threads", type=int_range_arg(1, 255), default=2, metavar="N",
+                   help="compress-threads, 1-255 (default 2)")
+    p.add_argument("--compress-level", type=int, default=1, choices=range(10), metavar="0-9",
+                   help="compress-level, zlib 0-9 (default 1)")
+    p.add_argument("--multifd", type=int_range_arg(1, 255), metavar="N",
+                   help="multifd with N channels, 1-255 (unix socket recorder)")
     p.add_argument("--multifd-compression", choices=["none", "zlib", "zstd"], help="multifd-compression")
     p.add_argument("--postcopy", action="store_true", help="postcopy-ram with a live destination via a proxy")
-    p.add_argument("--postcopy-after", type=int, default=2, metavar="SYNCS",
+    p.add_argument("--postcopy-after", type=count_arg, default=2, metavar="SYNCS",
                    help="send migrate-start-postcopy after this many dirty syncs (default 2)")
-    p.add_argument("--postcopy-bandwidth", default="1M", help="max-postcopy-bandwidth (default 1M)")
+    p.add_argument("--postcopy-bandwidth", type=size_arg, default="1M", metavar="SIZE",
+                   help="max-postcopy-bandwidth in bytes/s (default 1M)")
     p.add_argument("--hugepages", action="store_true", help="RAM in a memory-backend-file (2 MiB pages on "
                    "hugetlbfs when root)")
     p.add_argument("--hugetlbfs", default="auto", help="'auto' (mount one when root), 'off', or a mount path")
-    p.add_argument("--bandwidth", default=None,
+    p.add_argument("--bandwidth", type=size_arg, default=None, metavar="SIZE",
                    help="max-bandwidth in bytes/s (default RAM/2, e.g. 8M for 16M)")
-    p.add_argument("--downtime-ms", type=int, default=1, help="initial downtime-limit (default 1)")
-    p.add_argument("--relax-after", type=int, default=4, metavar="SYNCS",
+    p.add_argument("--downtime-ms", type=int_range_arg(0, 2_000_000), default=1, metavar="MS",
+                   help="initial downtime-limit in ms, 0-2000000 (default 1)")
+    p.add_argument("--relax-after", type=count_arg, default=4, metavar="SYNCS",
                    help="raise downtime-limit to 10 s after this many syncs (default 4; 0: never)")
     p.add_argument("--exec", action="store_true",
                    help="precopy: QEMU writes exec:cat > stream.bin (no chunk log) instead of the recorder's socket")
@@ -660,8 +674,10 @@ def build_parser(*, prog: str = "ramlab capture", out_dir: bool = True,
     p.add_argument("--note", default="", help="free text stored in meta.json")
     p.add_argument("--no-replay", action="store_true", help="skip the replay validation")
     p.add_argument("--keep-raw", action="store_true", help="also keep uncompressed files")
-    p.add_argument("--zstd-level", type=int, default=19, help="zstd level of the saved files (default 19)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds before giving up (default 120)")
+    p.add_argument("--zstd-level", type=int_range_arg(1, 22), default=19, metavar="1-22",
+                   help="zstd level of the saved files (default 19)")
+    p.add_argument("--timeout", type=seconds_arg, default=120.0, metavar="S",
+                   help="seconds before giving up, > 0 (default 120)")
     return p
 
 
@@ -695,20 +711,20 @@ def capture_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             extra[k] = v
     return dict(
         machine=args.machine,
-        ram_mib=parse_size(args.ram) >> 20,
+        ram_mib=parse_size(args.ram, "--ram") >> 20,
         capabilities=args.cap,
         parameters=extra,
         mode="postcopy" if args.postcopy else "precopy",
         multifd_channels=args.multifd,
         multifd_compression=args.multifd_compression,
-        xbzrle_cache_size=parse_size(args.cache_size) if args.xbzrle else None,
+        xbzrle_cache_size=parse_size(args.cache_size, "--cache-size") if args.xbzrle else None,
         compress_threads=args.compress_threads if args.compress else None,
         compress_level=args.compress_level if args.compress else None,
-        max_bandwidth=parse_size(args.bandwidth) if args.bandwidth else None,
+        max_bandwidth=parse_size(args.bandwidth, "--bandwidth") if args.bandwidth else None,
         downtime_limit_ms=args.downtime_ms,
         relax_after_syncs=args.relax_after or None,
         postcopy_after_syncs=args.postcopy_after,
-        max_postcopy_bandwidth=parse_size(args.postcopy_bandwidth),
+        max_postcopy_bandwidth=parse_size(args.postcopy_bandwidth, "--postcopy-bandwidth"),
         hugepages=args.hugepages,
         hugetlbfs=args.hugetlbfs,
         note=args.note,

@@ -19,12 +19,13 @@ import argparse
 import contextlib
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ramlab.errors import RamlabError
 
-__all__ = ["UsageError", "size_arg", "stdin_bytes", "check_output_file", "check_output_dir", "writing"]
+__all__ = ["UsageError", "size_arg", "count_arg", "positive_float_arg", "seconds_arg", "int_range_arg",
+           "stdin_bytes", "check_output_file", "check_output_dir", "writing"]
 
 #: exit statuses of the ``ramlab`` command
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
@@ -38,13 +39,17 @@ class UsageError(RamlabError):
 
 
 def size_arg(text: str) -> int:
-    """An argparse type for sizes: ``64M``, ``4k``, ``1.5G``, ``4096``; rejects inf, nan, negatives."""
-    from ramlab.simulate import parse_size
+    """An argparse type for sizes: ``64M``, ``4k``, ``1.5G``, ``4096``; rejects inf, nan, negatives
+    and sizes beyond 2**62 bytes."""
+    from ramlab import checks
 
     if not _SIZE.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"not a size: {text!r} (expected a number of bytes >= 0 with an optional K, M, G or T suffix, e.g. 64M)")
-    return parse_size(text)
+    try:
+        return checks.size(text, "size")
+    except RamlabError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (too large: at most 2**62 bytes)") from None
 
 
 def count_arg(text: str) -> int:
@@ -67,6 +72,47 @@ def positive_float_arg(text: str) -> float:
     if not (0 <= value < float("inf")):
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (expected a finite number >= 0)")
     return value
+
+
+def seconds_arg(text: str) -> float:
+    """An argparse type for timeouts, intervals and speeds: a finite number > 0.
+
+    >>> seconds_arg("0.5")
+    0.5
+    >>> seconds_arg("inf")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: not a positive number: 'inf' (expected a finite number > 0)
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r} (expected a finite number > 0)")
+    return value
+
+
+def int_range_arg(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type for an integer in ``lo..hi`` (inclusive).
+
+    >>> int_range_arg(1, 255)("8")
+    8
+    >>> int_range_arg(1, 255)("0")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: not an integer in 1..255: '0'
+    """
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = lo - 1
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"not an integer in {lo}..{hi}: {text!r}")
+        return value
+
+    convert.__name__ = f"integer {lo}..{hi}"
+    return convert
 
 
 def stdin_bytes() -> bytes:

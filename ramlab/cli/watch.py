@@ -44,6 +44,7 @@ WATCH_POSTCOPY_AFTER = 4
 
 def build_parser() -> argparse.ArgumentParser:
     from ramlab.capture.run import build_parser as capture_parser
+    from ramlab.cli.args import seconds_arg
 
     p = capture_parser(
         prog="ramlab watch", out_dir=False,
@@ -66,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="DIR", help="keep the capture folder here (as ramlab capture writes it)")
     p.add_argument("--json", action="store_true", help="one JSON object per pass on standard output")
     p.add_argument("--replay", metavar="DIR", help="replay a capture folder at its recorded pace instead of QEMU")
-    p.add_argument("--speed", type=float, default=1.0, help="replay: this many times faster (default 1)")
-    p.add_argument("--sample-interval", type=float, default=0.1, metavar="S",
+    p.add_argument("--speed", type=seconds_arg, default=1.0, metavar="X",
+                   help="replay: this many times faster, > 0 (default 1)")
+    p.add_argument("--sample-interval", type=seconds_arg, default=0.1, metavar="S",
                    help="seconds between two query-migrate samples (default 0.1)")
     return p
 
@@ -108,7 +110,10 @@ def watch_main(argv: Sequence[str] | None = None) -> int:
     from ramlab.capture.run import capture_kwargs, parse_size
     from ramlab.live.run import replay
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)  # bad sizes and numbers: a usage error (exit 2) before any QEMU starts
+    if args.exec and not args.replay:
+        parser.error("--exec: a live migration is recorded through the recorder's socket")
     json_mode = args.json
     info = sys.stderr if json_mode else sys.stdout
 
@@ -121,10 +126,8 @@ def watch_main(argv: Sequence[str] | None = None) -> int:
             run = replay(args.replay, speed=args.speed)
         else:
             kwargs = capture_kwargs(args)
-            if args.exec:
-                raise RamlabError("--exec: a live migration is recorded through the recorder's socket")
             if args.bandwidth is None:  # slow enough to watch: RAM/8 per second
-                kwargs["max_bandwidth"] = max(1, (parse_size(args.ram) >> 20) // 8) << 20
+                kwargs["max_bandwidth"] = max(1, (parse_size(args.ram, "--ram") >> 20) // 8) << 20
             kwargs["sample_interval"] = args.sample_interval
             if args.output:
                 folder = Path(args.output)
