@@ -77,7 +77,6 @@ myst_heading_anchors = 3
 # --- HTML: the PyData theme, no external resources needed to read it
 html_theme = "pydata_sphinx_theme"
 html_title = f"ramlab {release}"
-html_static_path: list[str] = []
 html_theme_options = {
     "github_url": "https://github.com/ramlab/ramlab",
     "navigation_with_keys": False,
@@ -157,7 +156,32 @@ def _copy_notebooks() -> None:
     _write_if_changed(GENERATED / "notebooks.md", "\n".join(toc))
 
 
+def _write_bokehjs() -> str:
+    """The BokehJS bundles of the installed bokeh as one static file (the figures that the notebooks
+    ``show()`` are embedded as BokehJS documents; in JupyterLab ramlab's loader supplies BokehJS, here
+    the notebook pages load this file). Its name carries the version, which must match bokeh's."""
+    from bokeh.resources import Resources
+
+    from ramlab.plots.bokehjs import COMPONENTS, bokehjs_version
+
+    name = f"bokehjs-{bokehjs_version()}.js"
+    source = "\n".join(Resources(mode="inline", components=list(COMPONENTS)).js_raw)
+    _write_if_changed(GENERATED / "_static" / name, source)
+    return name
+
+
+def _bokehjs_on_notebook_pages(app, pagename, templatename, context, doctree) -> None:  # noqa: ANN001
+    if pagename.startswith("_generated/notebooks/"):
+        app.add_js_file(BOKEHJS, priority=100)
+
+
+def setup(app) -> None:  # noqa: ANN001
+    app.connect("html-page-context", _bokehjs_on_notebook_pages)
+
+
 _generate_api()
 _generate_cli()
 _copy_notebooks()
+BOKEHJS = _write_bokehjs()
+html_static_path = [str(GENERATED / "_static")]
 sys.path.insert(0, str(DOCS))

@@ -8,6 +8,8 @@ blank offline. For every notebook page of docs/_build/html this checks that
 * it has at least as many static pictures as its executed notebook has widget outputs carrying one
   (every ramlab view; not the invisible BokehJS loader widget),
 * it has no widget-view script and loads no script from the network,
+* it loads the site's BokehJS file when its notebook shows bokeh figures (``show()``: they are
+  embedded as BokehJS documents and stay blank without it),
 
 and that the site has at least one widget output at all (else the notebooks were not executed).
 Exit 1 with the reasons when a check fails.
@@ -23,6 +25,8 @@ import sys
 from pathlib import Path
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+BOKEH_EXEC = "application/vnd.bokehjs_exec.v0+json"
+BOKEHJS_SCRIPT = re.compile(r"""<script[^>]*\ssrc=['"][^'"]*_static/bokehjs-[0-9][^'"]*\.js""")
 PICTURE = re.compile(r"""class=['"]ramlab-static['"]""")
 EXTERNAL_SCRIPT = re.compile(r"""<script[^>]*\ssrc=['"](https?:)?//""")
 
@@ -32,6 +36,12 @@ def widget_outputs(notebook: Path) -> int:
     nb = json.loads(notebook.read_text())
     return sum(WIDGET_VIEW in out.get("data", {}) and "text/html" in out.get("data", {})
                for cell in nb["cells"] for out in cell.get("outputs", []))
+
+
+def bokeh_figures(notebook: Path) -> int:
+    """Outputs of ``notebook`` that embed a bokeh figure (``bokeh.plotting.show``)."""
+    nb = json.loads(notebook.read_text())
+    return sum(BOKEH_EXEC in out.get("data", {}) for cell in nb["cells"] for out in cell.get("outputs", []))
 
 
 def check(build: Path) -> list[str]:
@@ -44,6 +54,9 @@ def check(build: Path) -> list[str]:
         html = page.read_text()
         nb = executed / f"{page.stem}.ipynb"
         widgets = widget_outputs(nb) if nb.exists() else 0
+        figures = bokeh_figures(nb) if nb.exists() else 0
+        if figures and not BOKEHJS_SCRIPT.search(html):
+            problems.append(f"{page.name}: {figures} bokeh figures but no BokehJS script (they would be blank)")
         total += widgets
         pictures = len(PICTURE.findall(html))
         views = html.count(f'type="{WIDGET_VIEW}"')
