@@ -143,6 +143,57 @@ def test_fresh_compare_reports_the_first_difference() -> None:
         lab.fresh.compare(len, len, [], name="empty")
 
 
+@pytest.mark.parametrize("wrong", [2.0, np.float64(2.0), True, "2", None])
+def test_fresh_compare_is_type_strict_for_ints(wrong: object) -> None:
+    """A float (or bool, str) answer where an int is expected fails, although ``2.0 == 2``."""
+    with pytest.raises(AssertionError, match="wrong on a fresh input"):
+        lab.fresh.compare(lambda x: wrong, lambda x: 2, [0], name="min_downtime_ms")
+    lab.fresh.compare(lambda x: np.int64(2), lambda x: 2, [0], name="numpy ints are ints")
+    lab.fresh.compare(lambda x: 2, lambda x: np.int64(2), [0], name="and the other way")
+
+
+def test_fresh_compare_says_the_type() -> None:
+    with pytest.raises(AssertionError, match="got the float 3.0, expected the int 3"):
+        lab.fresh.compare(lambda x: x + 1.0, lambda x: x + 1, [2], name="inc")
+
+
+def test_fresh_compare_is_type_strict_inside_containers() -> None:
+    ref = lambda w: (w & ~0xFFF, {"ZERO"})  # noqa: E731 - parse_header_word's shape
+    lab.fresh.compare(ref, ref, [0x2002], name="parse_header_word")
+    for wrong in (lambda w: (float(w & ~0xFFF), {"ZERO"}), lambda w: [w & ~0xFFF], lambda w: (w & ~0xFFF, {"PAGE"})):
+        with pytest.raises(AssertionError, match="wrong on a fresh input"):
+            lab.fresh.compare(wrong, ref, [0x2002], name="parse_header_word")
+    with pytest.raises(AssertionError):
+        lab.fresh.compare(lambda x: {1.0}, lambda x: {1}, [0], name="a set of ints")
+    with pytest.raises(AssertionError):
+        lab.fresh.compare(lambda x: np.array([1.0, 2.0]), lambda x: np.array([1, 2]), [0], name="an int array")
+    lab.fresh.compare(lambda x: None, lambda x: None, [0], name="None")
+    with pytest.raises(AssertionError):
+        lab.fresh.compare(lambda x: 0, lambda x: None, [0], name="None is not 0")
+
+
+def test_fresh_compare_forbids_package_functions() -> None:
+    """A function that wraps a forbidden package function fails with a clear message; the
+    reference still runs with it, and everything is restored afterwards."""
+    import ramlab.xbzrle
+    from ramlab.xbzrle import encode_page as imported_by_name
+
+    original = ramlab.xbzrle.encode_page
+    namespace = {"encode_page": imported_by_name, "xbzrle": ramlab.xbzrle}
+    wrappers = [eval("lambda o, n: encode_page(o, n)", namespace),  # noqa: S307 - a notebook's globals
+                eval("lambda o, n: xbzrle.encode_page(o, n)", namespace),  # noqa: S307
+                eval("lambda o, n: __import__('ramlab.xbzrle').xbzrle.codec.encode_page(o, n)", namespace)]  # noqa: S307
+    cases = [(bytes(8), bytes(7) + b"\x01")]
+    for wrapper in wrappers:
+        with pytest.raises(AssertionError, match="write it yourself"):
+            lab.fresh.compare(wrapper, ramlab.xbzrle.encode_page, cases, star=True, name="xbzrle_encode",
+                              forbid=["ramlab.xbzrle.encode_page"])
+    assert ramlab.xbzrle.encode_page is original and ramlab.xbzrle.codec.encode_page is original
+    assert namespace["encode_page"] is original
+    lab.fresh.compare(lambda o, n: b"\x07\x01\x01", ramlab.xbzrle.encode_page, cases, star=True, name="own code",
+                      forbid=["ramlab.xbzrle.encode_page"])
+
+
 def test_fresh_inputs() -> None:
     g = lab.fresh.rng(3)
     for _ in range(20):

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import importlib.util
 import re
 import shutil
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
@@ -280,3 +282,193 @@ def test_nbgrader_cycle(lab: str, course: tuple[Path, Any]) -> None:
     assert len(answers) == len(questions), f"{lab}: not every check cell recorded its answer"
     leaks = _leaks(blank, answers, skip_answers=False) + _leaks(teacher, answers, skip_answers=True)
     assert not leaks, "\n".join(leaks)
+
+
+# ---------------------------------------------------------------------------------- multiple-choice keys
+
+
+def _choice_exercises() -> list[tuple[str, str, dict[str, str]]]:
+    """``(exercise, key, {letter: option text})`` of every multiple-choice exercise of the labs (from
+    the generator: the options are the question's ``* (X) ...`` items, the key the hidden test's)."""
+    out = []
+    for cells in _build().labs().values():
+        for i, c in enumerate(cells):
+            ex = c.metadata.get("ramlab", {}).get("exercise")
+            test = cells[i + 2].source if ex else ""
+            if "lab.choice(" not in test:
+                continue
+            key = re.search(r"same_choice\(answer_\w+, \"([A-Z])\"\)", test)
+            assert key, f"{ex}: no key in the hidden test"
+            options: dict[str, str] = {}
+            letter = None
+            for line in c.source.splitlines():
+                m = re.match(r"\* \(([A-Z])\) (.*)", line)
+                if m:
+                    letter = m.group(1)
+                    options[letter] = m.group(2)
+                elif letter and line.startswith("  ") and line.strip():
+                    options[letter] += " " + line.strip()
+                else:
+                    letter = None
+            assert key.group(1) in options and len(options) >= 3, f"{ex}: options {sorted(options)}, key {key.group(1)}"
+            out.append((ex, key.group(1), {k: " ".join(v.split()) for k, v in options.items()}))
+    return out
+
+
+def test_choice_keys_are_not_guessable() -> None:
+    """Neither "pick the longest option" nor "always answer B" scores: at most a third of the keys
+    are the strictly longest option, and no letter is the key of more than 40% of the questions."""
+    exercises = _choice_exercises()
+    assert len(exercises) >= 15
+    longest = [ex for ex, key, opts in exercises
+               if all(len(opts[key]) > len(text) for letter, text in opts.items() if letter != key)]
+    assert 3 * len(longest) <= len(exercises), (
+        f"{len(longest)} of {len(exercises)} keys are the longest option: {longest}")
+    letters = [key for _, key, _ in exercises]
+    top = max(set(letters), key=letters.count)
+    assert letters.count(top) <= 0.4 * len(letters), f"{letters.count(top)} of {len(letters)} keys are {top}"
+
+
+# ---------------------------------------------------------------------------------- hidden tests on wrong answers
+
+
+def _exercise_cells(ex: str) -> tuple[str, str]:
+    """(solution cell, test cell with its hidden part) of exercise ``ex`` in the teacher source."""
+    for cells in _build().labs().values():
+        for i, c in enumerate(cells):
+            if c.metadata.get("ramlab", {}).get("exercise") == ex:
+                return cells[i + 1].source, cells[i + 2].source
+    raise AssertionError(f"no exercise {ex}")
+
+
+#: what the notebooks define before each exercise (the names their check cells use)
+_PRELUDE = {
+    "xbzrle": """
+import numpy as np
+import ramlab
+from ramlab import lab, xbzrle
+old = np.zeros(4096, np.uint8)
+new = old.copy(); new[5] = 7; new[200:202] = [1, 2]
+enc = xbzrle.encode_page(old, new)
+""",
+    "postcopy": """
+import numpy as np
+import ramlab
+from ramlab import lab
+from ramlab.model.postcopy_plan import plan_discards
+""",
+}
+
+
+def _grade(ex: str, prelude: str, answer: str | None = None) -> None:
+    """Run exercise ``ex``'s test cell (visible and hidden parts) on ``answer`` (code defining the
+    student's function; default: the teacher's solution), as nbgrader's autograde does."""
+    solution, test = _exercise_cells(ex)
+    ns: dict[str, Any] = {}
+    exec(_PRELUDE[prelude], ns)  # noqa: S102 - the notebook's own cells
+    exec(answer if answer is not None else solution, ns)  # noqa: S102
+    exec(test, ns)  # noqa: S102
+
+
+#: an encoder that checks the room only once, at the end (QEMU checks it before every field)
+NAIVE_XBZRLE = '''
+def xbzrle_encode(old, new, dlen=4096):
+    old, new = bytes(old), bytes(new)
+    uleb = lambda v: bytes([v]) if v < 0x80 else bytes([(v & 0x7F) | 0x80, v >> 7])
+    out, i, n = bytearray(), 0, len(old)
+    while i < n:
+        z = i
+        while i < n and old[i] == new[i]:
+            i += 1
+        if i == n:
+            break
+        out += uleb(i - z)
+        s = i
+        while i < n and old[i] != new[i]:
+            i += 1
+        out += uleb(i - s) + new[s:i]
+    return None if len(out) > dlen else bytes(out)
+'''
+
+#: checks the room before each field, but forgets the check QEMU makes before a trailing zero run
+NO_TRAILING_CHECK_XBZRLE = NAIVE_XBZRLE.replace(
+    "        out += uleb(i - z)\n",
+    "        if len(out) + 2 > dlen:\n            return None\n        out += uleb(i - z)\n",
+).replace("        out += uleb(i - s) + new[s:i]\n",
+          "        if len(out) + 2 > dlen or len(out) + 1 + (i - s) > dlen:\n            return None\n"
+          "        out += uleb(i - s) + new[s:i]\n")
+
+WRAPPERS = {
+    "xbzrle-encode": ("xbzrle", '''
+def xbzrle_encode(old, new, dlen=4096):
+    return xbzrle.encode_page(old, new, dlen=dlen)
+'''),
+    "xbzrle-decode": ("xbzrle", '''
+def xbzrle_decode(old, enc):
+    page = np.frombuffer(bytes(old), np.uint8).copy()
+    xbzrle.decode_page(enc, page)
+    return page.tobytes()
+'''),
+    "postcopy-modern": ("postcopy", '''
+def modern_discards(dirty, host_ratio):
+    return [(int(s), int(n)) for s, n in plan_discards(dirty, np.zeros_like(dirty), host_ratio, "modern").ranges]
+'''),
+}
+
+
+def test_boundary_cases_are_at_the_overflow_limit() -> None:
+    """The hidden boundary pairs of ``xbzrle-encode`` encode to dlen-2 .. dlen+1 bytes, and QEMU's
+    rule (ramlab's QEMU-exact encoder) refuses dlen-1 with equal bytes after the last change, but
+    accepts dlen when the page ends changed."""
+    from ramlab import xbzrle
+
+    ns: dict[str, Any] = {"np": np}
+    _build()  # puts notebooks/ on sys.path
+    exec(importlib.import_module("labs.l03_xbzrle").BOUNDARY_PAIRS, ns)  # noqa: S102
+    g = np.random.default_rng(7)
+    for slen, dlen in ((4096, 4096), (256, 64), (256, 100)):
+        for trailing in (True, False):
+            for k in (-2, -1, 0, 1):
+                old, new = ns["_boundary_pair"](g, dlen + k, trailing, slen)
+                assert len(xbzrle.encode_page(old, new, dlen=1 << 20)) == dlen + k
+                assert bool(old[-1] == new[-1]) == trailing
+                got = xbzrle.encode_page(old, new, dlen=dlen)
+                fits = dlen + k + 2 <= dlen if trailing else dlen + k <= dlen
+                assert (got is not None) == fits, (slen, dlen, trailing, k)
+    # the example of the exercise: 1365 isolated changes, 4095 bytes, refused
+    alt = np.zeros(4096, np.uint8)
+    alt[1:2731:2] = 0x5A
+    assert len(xbzrle.encode_page(np.zeros(4096, np.uint8), alt, dlen=1 << 20)) == 4095
+    assert xbzrle.encode_page(np.zeros(4096, np.uint8), alt) is None
+
+
+@pytest.mark.parametrize("wrong", [NAIVE_XBZRLE, NO_TRAILING_CHECK_XBZRLE], ids=["end-only", "no-trailing-check"])
+def test_xbzrle_encode_hidden_test_fails_a_wrong_overflow_rule(wrong: str) -> None:
+    _grade("xbzrle-encode", "xbzrle")  # the reference passes
+    ns: dict[str, Any] = {"np": np}
+    exec(wrong, ns)  # noqa: S102
+    old, new = np.zeros(4096, np.uint8), np.zeros(4096, np.uint8)
+    new[5] = 7
+    assert ns["xbzrle_encode"](old, new) == bytes([5, 1, 7]), "the fixture is a working encoder"
+    with pytest.raises(AssertionError, match="overflow limit"):
+        _grade("xbzrle-encode", "xbzrle", wrong)
+
+
+@pytest.mark.parametrize("ex", sorted(WRAPPERS))
+def test_wrapping_the_package_fails_the_hidden_test(ex: str) -> None:
+    """A one-line wrapper around the package function passes the visible check but not the hidden
+    test; the reference solution passes it; the package functions are restored afterwards."""
+    import ramlab.model.postcopy_plan
+    import ramlab.xbzrle
+
+    before = (ramlab.xbzrle.encode_page, ramlab.xbzrle.decode_page, ramlab.model.postcopy_plan.plan_discards)
+    prelude, wrapper = WRAPPERS[ex]
+    _grade(ex, prelude)
+    solution, test = _exercise_cells(ex)
+    ns: dict[str, Any] = {}
+    exec(_PRELUDE[prelude], ns)  # noqa: S102
+    exec(wrapper, ns)  # noqa: S102
+    exec(test.split("### BEGIN HIDDEN TESTS")[0], ns)  # noqa: S102 - the visible check passes
+    with pytest.raises(AssertionError, match="write it yourself"):
+        _grade(ex, prelude, wrapper)
+    assert before == (ramlab.xbzrle.encode_page, ramlab.xbzrle.decode_page, ramlab.model.postcopy_plan.plan_discards)

@@ -4,8 +4,11 @@ An exercise is three cells:
 
 1. the question (locked markdown, ``grade_id = <id>-question``), with the exercise kind
    (``code``, ``predict``, ``explain``) and its points;
-2. the solution cell (``grade_id = <id>``): what is between ``### BEGIN SOLUTION`` and
-   ``### END SOLUTION`` is replaced by ``raise NotImplementedError()`` in the student version;
+2. the solution cell (``grade_id = <id>``): in the student version nbgrader replaces what is
+   between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (markers included) by the stub
+   ``...  # YOUR ANSWER HERE`` (``ClearSolutions.code_stub`` in ``notebooks/nbgrader_config.py``):
+   ``answer_<id> = (...)`` is then ``Ellipsis``, which the check reports as "no answer yet", and a
+   function whose body is only the stub returns ``None``, which its check reports as a wrong type;
 3. the autograded test cell (``grade_id = <id>-test``, locked, with points): a visible part that
    checks the answer's form (``lab.integer``, ``lab.choice``...) or runs the student's function
    on a tiny input, then ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` with the key or
@@ -59,7 +62,7 @@ def exercise(ex_id: str, *, kind: str, points: int, title: str, question: str, c
     """The three cells of one exercise (see the module docstring).
 
     Either ``answer`` (the key, a Python expression: the student sees
-    ``answer_<id> = (... # YOUR ANSWER HERE)``), or ``solution`` code, with an optional
+    ``answer_<id> = (...  # YOUR ANSWER HERE)``), or ``solution`` code, with an optional
     ``scaffold`` the student sees above it (a ``def`` line and its docstring; the solution is
     then indented as the function's body).
     """

@@ -68,9 +68,9 @@ CELLS = [
         goes out as a 9-byte **ZERO** record; any other page as a **PAGE** record carrying the whole
         page. Knowing the guest's memory map above, predict the bulk pass of this capture:
 
-        * (A) far more ZERO records than PAGE records
-        * (B) far more PAGE records than ZERO records
-        * (C) about as many of each
+        * (A) far more ZERO records than PAGE records: most of `pc.ram` was never written
+        * (B) far more PAGE records than ZERO records: firmware and guest code leave data in most pages
+        * (C) about as many of each: half of the regions in the map hold data, half are empty
 
         Set `answer_tour_bulk` to a letter, then run the check.
         """,
@@ -180,16 +180,16 @@ CELLS = [
         every page. Find *which* pages they are (`t.classes[p] == PageClass.ZERO`, and `t.block_of(g)` or the
         offsets) and compare with the guest's memory map above. Why are they sent again as ZERO records?
 
-        * (A) QEMU re-sends zero pages in every pass to be safe
-        * (B) the guest cleared a region that it had filled with data: dirty pages that are now all zero
-        * (C) they are pages of the video RAM, which QEMU always re-sends
-        * (D) the link lost the bulk pass's copies and QEMU repeats them
+        * (A) QEMU re-sends every zero page in each pass, to be safe against lost records
+        * (B) they are pages of the video RAM, which QEMU re-sends whenever the display changes
+        * (C) the link lost the bulk pass's copies of them, so QEMU sends those pages again
+        * (D) the guest cleared a region it had filled with data: dirty pages, now all zero
 
         Set `answer_tour_zero_again` to a letter.
         """,
-        answer='"B"',
+        answer='"D"',
         check="""lab.choice("tour-zero-again", answer_tour_zero_again, "ABCD")""",
-        hidden="""assert lab.same_choice(answer_tour_zero_again, "B"), "the alternating region at 0xA00000"
+        hidden="""assert lab.same_choice(answer_tour_zero_again, "D"), "the alternating region at 0xA00000"
         """,
     ),
     md("""

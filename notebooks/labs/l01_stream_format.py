@@ -208,16 +208,16 @@ CELLS = [
         `0x22`, make it `0x02`) and leave everything else as it is: no name follows it. What does the decoder
         make of it?
 
-        * (A) it decodes fine: CONTINUE is only a hint
-        * (B) it reads the next byte (the ZERO record's fill byte, 0x00) as a name length, then fails: an empty block name is not a block
-        * (C) it notices the missing name and uses the previous block anyway
-        * (D) it reports a truncated stream
+        * (A) it decodes fine: CONTINUE is only a hint, the loader keeps the last block it saw
+        * (B) it sees that no name follows and uses the previous block, with a warning
+        * (C) it reads the fill byte (0x00) as a name length, then fails: "" is no block's name
+        * (D) it reports a truncated stream: the name it looks for runs past the end of the section
 
         Set `answer_format_continue` to a letter, then run the next cell.
         """,
-        answer='"B"',
+        answer='"C"',
         check="""lab.choice("format-continue", answer_format_continue, "ABCD")""",
-        hidden="""assert lab.same_choice(answer_format_continue, "B")
+        hidden="""assert lab.same_choice(answer_format_continue, "C")
         """,
     ),
     code("""

@@ -125,16 +125,17 @@ CELLS = [
         The link is limited to 4 MiB/s, the downtime limit is 300 ms, and we allow at most 15 passes.
         Predict:
 
-        * (A) it converges after a few passes: the hot set is small
-        * (B) it does not converge: the hot set alone is more than bandwidth × downtime, and the guest
-          rewrites it faster than the link sends it
-        * (C) it converges, but only after the bulk pass has been sent twice
+        * (A) it converges after a few passes: the hot set is small, so each pass leaves less to send than the
+          one before
+        * (B) it converges, but only once the bulk pass has been sent twice and the cold pages are done
+        * (C) it does not converge: the hot set alone exceeds bandwidth × downtime and is rewritten faster
+          than sent
 
         Set `answer_conv_converge` to a letter, then run the experiment below.
         """,
-        answer='"B"',
+        answer='"C"',
         check="""lab.choice("conv-converge", answer_conv_converge, "ABC")""",
-        hidden="""assert lab.same_choice(answer_conv_converge, "B")
+        hidden="""assert lab.same_choice(answer_conv_converge, "C")
         """,
     ),
     code("""
@@ -249,17 +250,16 @@ CELLS = [
         downtime limit and raised it to 10 s after 4 dirty syncs. Using the parameters and samples above,
         why was that needed for the migration to finish?
 
-        * (A) the link was too fast: QEMU cannot stop while it is sending
-        * (B) 8 MiB/s × 1 ms is about 8 KiB, two pages: far below the ~400 pages the guest dirties per pass,
-          so `pending < bandwidth × downtime` could never hold
-        * (C) QEMU needs at least 4 dirty syncs before it is allowed to stop
-        * (D) the guest stopped writing after 4 syncs
+        * (A) the link was too fast: QEMU cannot stop the guest while a pass is still being sent
+        * (B) QEMU needs at least 4 dirty syncs before it may stop, whatever the downtime limit
+        * (C) the guest stopped writing after 4 syncs, so only then could the last pass be short
+        * (D) 8 MiB/s × 1 ms is two pages: `pending < bandwidth × downtime` could never hold
 
         Set `answer_conv_relax` to a letter.
         """,
-        answer='"B"',
+        answer='"D"',
         check="""lab.choice("conv-relax", answer_conv_relax, "ABCD")""",
-        hidden="""assert lab.same_choice(answer_conv_relax, "B")
+        hidden="""assert lab.same_choice(answer_conv_relax, "D")
         """,
     ),
     md("""

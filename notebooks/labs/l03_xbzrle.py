@@ -40,6 +40,37 @@ def _ref_encode(old, new, dlen=4096):
     return bytes(out)
 '''
 
+#: what the encoder and decoder exercises must not call (made unavailable while they are graded)
+XBZRLE_API = ("encode_page", "encode_batch", "decode_page", "decode_batch", "runs", "overflow_check",
+              "parse_encoded")
+
+#: page pairs whose encoding is a given length, around the room checks (hidden tests of xbzrle-encode)
+BOUNDARY_PAIRS = '''
+def _boundary_pair(g, length, trailing, slen=4096):
+    """(old, new) whose encoding, room checks aside, is `length` bytes: changed runs of 1 or 2 bytes
+    1 byte apart (3 or 4 bytes of encoding each); `trailing`: equal bytes follow the last change,
+    else the page ends changed (after a leading zrun of >= 128 bytes: a 2-byte ULEB128)."""
+    units = length if trailing else length - 1
+    b = units % 3
+    runs = [1] * ((units - 4 * b) // 3) + [2] * b
+    g.shuffle(runs)
+    changed = np.zeros(slen, bool)
+    at = 0 if trailing else slen - (sum(runs) + len(runs) - 1)
+    for n in runs:
+        changed[at:at + n] = True
+        at += n + 1
+    old = g.integers(0, 256, slen, dtype=np.uint8) if g.random() < 0.5 else np.zeros(slen, np.uint8)
+    new = old ^ np.where(changed, g.integers(1, 256, slen), 0).astype(np.uint8)
+    return old, new
+
+
+def _boundary_cases(g, slen, dlen):
+    """Encodings of dlen-2 .. dlen+1 bytes, with and without a trailing equal run: QEMU refuses
+    dlen-1 with equal bytes after the last change (no room for a zrun), accepts dlen without."""
+    return [_boundary_pair(g, dlen + k, trailing, slen) + (dlen,)
+            for trailing in (True, False) for k in (-2, -1, 0, 1)]
+'''
+
 CELLS = [
     md("""
     # 03 · XBZRLE: sending only what changed
@@ -95,8 +126,10 @@ CELLS = [
         question="""
         Write `xbzrle_encode(old, new, dlen=4096)` for two pages (bytes or uint8 arrays of equal length):
         return the encoding as `bytes`, `b""` if the pages are equal, `None` on overflow — exactly QEMU's
-        output and overflow decisions (the room checks above). Do not call `ramlab.xbzrle`: write it
-        (a byte loop is fine; numpy is faster). It is graded on random page pairs, with the overflow cases.
+        output and overflow decisions (the room checks above). Write it yourself: `ramlab.xbzrle` is made
+        unavailable while your function is graded (a byte loop is fine; numpy is faster). It is graded on
+        random page pairs and on pages whose encoding ends right at the limit, with and without equal bytes
+        after the last change.
         """,
         scaffold='''
         def xbzrle_encode(old, new, dlen=4096):
@@ -132,23 +165,34 @@ CELLS = [
         assert got == enc, f"the two-change example above: got {got.hex(' ')}"
         assert xbzrle_encode(old, old) == b"", "identical pages encode to b''"
         """,
-        hidden=REF_ENCODER + dedent("""
+        hidden=REF_ENCODER + BOUNDARY_PAIRS + dedent(f"""
+        _forbid = [f"ramlab.xbzrle.{{_f}}" for _f in {XBZRLE_API!r}]
         _g = lab.fresh.rng()
         _pairs = [lab.fresh.page_pair(_g) for _ in range(150)]
         _pairs += [lab.fresh.page_pair(_g, kind=k) for k in ("same", "dense", "random", "edges")]
         _pairs += [(np.zeros(4096, np.uint8), np.where(np.arange(4096) % 3 == 0, 1, 0).astype(np.uint8))]
-        lab.fresh.compare(xbzrle_encode, _ref_encode, _pairs, star=True, name="xbzrle_encode",
-                          describe=lambda c: f"a page pair with {int((c[0] != c[1]).sum())} changed bytes")
+        lab.fresh.compare(xbzrle_encode, _ref_encode, _pairs, star=True, name="xbzrle_encode", forbid=_forbid,
+                          describe=lambda c: f"a page pair with {{int((c[0] != c[1]).sum())}} changed bytes")
+        # at the overflow limit: 1365 isolated changes make 4095 bytes, which QEMU refuses (equal bytes follow)
+        _alt = np.zeros(4096, np.uint8); _alt[1:2731:2] = 0x5A
+        _edge = [(np.zeros(4096, np.uint8), _alt, 4096)] + _boundary_cases(_g, 4096, 4096)
+        _edge += _boundary_cases(_g, 256, 64) + _boundary_cases(_g, 256, 100)
+        lab.fresh.compare(xbzrle_encode, _ref_encode, _edge, star=True, name="xbzrle_encode at the overflow limit",
+                          forbid=_forbid, describe=lambda c: f"{{len(c[0])}}-byte pages with "
+                          f"{{int((c[0] != c[1]).sum())}} changed bytes (last byte changed: {{bool(c[0][-1] != c[1][-1])}}), "
+                          f"dlen={{c[2]}}")
         _small = [(a[:256], b[:256], 64) for a, b in _pairs[:60]]
         lab.fresh.compare(xbzrle_encode, _ref_encode, _small, star=True, name="xbzrle_encode with dlen=64",
-                          describe=lambda c: f"256-byte pages with {int((c[0] != c[1]).sum())} changed bytes")
+                          forbid=_forbid,
+                          describe=lambda c: f"256-byte pages with {{int((c[0] != c[1]).sum())}} changed bytes")
         """),
     ),
     *exercise(
         "xbzrle-decode", kind="code", points=2, title="an XBZRLE decoder",
         question="""
         Write `xbzrle_decode(old, enc)`: apply the encoding `enc` to a copy of `old` and return the new page
-        as `bytes`. (QEMU's decoder also rejects malformed input; here every input is well formed.)
+        as `bytes`, without `ramlab.xbzrle` (unavailable while your function is graded). (QEMU's decoder
+        also rejects malformed input; here every input is well formed.)
         """,
         scaffold='''
         def xbzrle_decode(old, enc):
@@ -188,8 +232,9 @@ CELLS = [
             if _e is not None:
                 _cases.append((_old.tobytes(), _e, _new.tobytes()))
         lab.fresh.compare(lambda o, e, n: xbzrle_decode(o, e), lambda o, e, n: n, _cases, star=True,
-                          name="xbzrle_decode", describe=lambda c: f"an encoding of {len(c[1])} bytes")
-        """,
+                          name="xbzrle_decode", describe=lambda c: f"an encoding of {len(c[1])} bytes",
+                          forbid=[f"ramlab.xbzrle.{_f}" for _f in XBZRLE_API])
+        """.replace("XBZRLE_API", repr(XBZRLE_API)),
     ),
     md("""
     ## When XBZRLE gives up
@@ -200,15 +245,15 @@ CELLS = [
         `old` is a zero page and `new[2k] = 1` for every k < 2047 (every other byte changed, 2047 changes).
         What does the encoder return?
 
-        * (A) an encoding a little shorter than 4096 bytes: XBZRLE still saves a bit
-        * (B) `b""`: nothing to send
-        * (C) overflow (`None`, QEMU's -1): the page is sent whole
+        * (A) an encoding a little shorter than 4096 bytes: XBZRLE still saves a few bytes
+        * (B) overflow (`None`, QEMU's -1): the changes do not fit, the page goes out whole
+        * (C) about 2 KiB: only the 2047 changed bytes are sent, equal runs cost almost nothing
 
         Set `answer_xbzrle_dense` to a letter, then run the next cell.
         """,
-        answer='"C"',
+        answer='"B"',
         check="""lab.choice("xbzrle-dense", answer_xbzrle_dense, "ABC")""",
-        hidden="""assert lab.same_choice(answer_xbzrle_dense, "C")
+        hidden="""assert lab.same_choice(answer_xbzrle_dense, "B")
         """,
     ),
     code("""

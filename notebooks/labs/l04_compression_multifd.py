@@ -65,15 +65,15 @@ CELLS = [
         The guest's *random* region is rewritten with pseudo-random bytes every pass. What does zlib level 1
         make of such a page?
 
-        * (A) about half its size: zlib always finds something
-        * (B) about its size or a few bytes more: random bytes have nothing to compress
-        * (C) a few bytes: it is a repeated pattern
+        * (A) about its size or a few bytes more: random bytes leave zlib nothing to find
+        * (B) about half its size: zlib's Huffman codes still shrink any bytes a little
+        * (C) a few dozen bytes: a pseudo-random generator repeats, and zlib finds the cycle
 
         Set `answer_compress_random` to a letter, then run the next cell.
         """,
-        answer='"B"',
+        answer='"A"',
         check="""lab.choice("compress-random", answer_compress_random, "ABC")""",
-        hidden="""assert lab.same_choice(answer_compress_random, "B")
+        hidden="""assert lab.same_choice(answer_compress_random, "A")
         """,
     ),
     code("""
@@ -221,17 +221,16 @@ CELLS = [
         Compare QEMU's counters with the page records of the main channel (`channel-0`) printed above. With
         multifd in QEMU 7.2, which pages does the **main** channel carry, and why?
 
-        * (A) all pages: the multifd channels only carry copies for speed
-        * (B) only the zero pages, as ZERO records: the migration thread detects zero pages before it queues
-          a page for a multifd channel, and sends those itself
-        * (C) only the pages of small blocks (ROMs, video RAM)
-        * (D) none: the main channel carries only device state
+        * (A) all pages: the multifd channels carry extra copies, to have each page sent faster
+        * (B) only the pages of small blocks (ROMs, video RAM): too small to fill a multifd packet
+        * (C) only zero pages: the migration thread finds them before it queues a page for a channel
+        * (D) none: with multifd, the main channel carries only the device state and each pass's sync flags
 
         Set `answer_multifd_main_zero` to a letter.
         """,
-        answer='"B"',
+        answer='"C"',
         check="""lab.choice("multifd-main-zero", answer_multifd_main_zero, "ABCD")""",
-        hidden="""assert lab.same_choice(answer_multifd_main_zero, "B")
+        hidden="""assert lab.same_choice(answer_multifd_main_zero, "C")
         """,
     ),
     code("""

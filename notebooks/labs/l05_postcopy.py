@@ -64,7 +64,8 @@ CELLS = [
     md("""
     ## Huge pages: whole host pages or nothing
 
-    A destination backed by 2 MiB huge pages can only place (and drop) **whole host pages**, atomically.
+    A destination backed by huge pages (2 MiB or 1 GiB on x86) can only place (and drop) **whole host
+    pages**, atomically.
     So before discarding, the source rounds every partly dirty host page to a wholly dirty one
     (*canonicalisation*). QEMU ≥ 4.2 does it in one pass and sends each maximal run of the dirty map
     once. The seed algorithm (QEMU ~3.0) did it in two passes over an extra `unsent` map (pages never sent
@@ -111,8 +112,9 @@ CELLS = [
         Write `modern_discards(dirty, host_ratio)`, the QEMU ≥ 4.2 algorithm: `dirty` is a bool array over
         the target pages of a block (its length a multiple of `host_ratio`). Make every host page that has a
         dirty target page wholly dirty, then return the maximal runs of dirty pages as a list of
-        `(start, n_pages)` tuples in target pages, in increasing order. Vectorise if you can; it is graded on
-        random bitmaps and host ratios.
+        `(start, n_pages)` tuples in target pages, in increasing order. Write it yourself: `plan_discards` and
+        the run helpers of `ramlab.model` are unavailable while your function is graded. Vectorise if you
+        can; it is graded on random bitmaps and host ratios.
         """,
         scaffold='''
         def modern_discards(dirty, host_ratio):
@@ -137,6 +139,8 @@ for _ in range(300):
     _cases.append((lab.fresh.bitmap(_g, _n), _r))
 lab.fresh.compare(modern_discards, _ref_modern, _cases, star=True, name="modern_discards",
                   same=lambda a, e: lab.same_ranges(a, e),
+                  forbid=["ramlab.model.postcopy_plan.plan_discards", "ramlab.model.postcopy_plan.bitmap_runs",
+                          "ramlab.model.bitmap.run_pairs"],
                   describe=lambda c: f"{c[0].astype(int).tolist()[:64]} with host ratio {c[1]}")
 """,
     ),
@@ -146,9 +150,11 @@ lab.fresh.compare(modern_discards, _ref_modern, _cases, star=True, name="modern_
     *exercise(
         "postcopy-huge-request", kind="predict", points=1, title="the size of a page request",
         question="""
-        In the real capture `postcopy-hugepages` the guest RAM block `m0` lives on 2 MiB huge pages. When the
-        running destination faults on a 4 KiB page of `m0`, how many **bytes** does its page request (on the
-        return path) ask for? Set `answer_postcopy_huge_request` to an int, then run the next cell.
+        In the real capture `postcopy-hugepages` the guest RAM block `m0` is backed by huge pages: their size
+        is in the `PSize` column of QEMU's `info ramblock`, saved as
+        `lab.meta("postcopy-hugepages")["info_ramblock_src"]`. When the running destination faults on one
+        4 KiB target page of `m0`, how many **bytes** does its page request (on the return path) ask for?
+        Set `answer_postcopy_huge_request` to an int, then run the next cell.
         """,
         answer="2 * 1024 * 1024",
         check="""lab.integer("postcopy-huge-request", answer_postcopy_huge_request, minimum=1)""",
@@ -210,27 +216,25 @@ lab.fresh.compare(modern_discards, _ref_modern, _cases, star=True, name="modern_
     ## When the connection breaks: postcopy recovery
 
     After the switch, neither side has the whole VM. If the connection breaks, QEMU pauses postcopy (the
-    guest waits on its missing pages) and, once a new connection is up, **recovers**: the source asks the
-    destination for its *received bitmap* per block (`RECV_BITMAP`), and resumes (`POSTCOPY_RESUME`).
-    The simulator models a break after a given number of postcopy pages: the section on the wire at that
-    moment is lost.
+    guest waits on its missing pages) and, once a new connection is up, **recovers** (`migrate-recover` on
+    the destination, `migrate` with `resume: true` on the source) and carries on. The simulator models a
+    break after a given number of postcopy pages: the section on the wire at that moment is lost.
     """),
     *exercise(
         "postcopy-recovery", kind="predict", points=1, title="what is sent after a recovery",
         question="""
         After the recovery, which pages does the source send?
 
-        * (A) all of RAM again: postcopy starts over
-        * (B) the pages the destination's received bitmaps say it does not have — including those lost
-          with the broken connection
-        * (C) only the pages the destination had requested before the break
-        * (D) only what was dirty at the switch and not yet sent; the lost pages are gone for good
+        * (A) all of RAM again: the destination's copy can no longer be trusted, so postcopy starts over
+        * (B) only the pages the destination had requested before the break, then the migration ends
+        * (C) only what was dirty at the switch and not yet sent: the pages lost on the wire are gone
+        * (D) every page the destination says it has not received, those lost on the wire included
 
         Set `answer_postcopy_recovery` to a letter, then run the next cells.
         """,
-        answer='"B"',
+        answer='"D"',
         check="""lab.choice("postcopy-recovery", answer_postcopy_recovery, "ABCD")""",
-        hidden="""assert lab.same_choice(answer_postcopy_recovery, "B")
+        hidden="""assert lab.same_choice(answer_postcopy_recovery, "D")
         """,
     ),
     code("""
@@ -246,6 +250,11 @@ lab.fresh.compare(modern_discards, _ref_modern, _cases, star=True, name="modern_
     dst = r.postcopy.destination_received
     print("every page arrived in the end:", bool(dst.all()), " decode error:", pr.error)
     pr.player()
+    """),
+    md("""
+    How the source knows what is missing: once reconnected, it asks the destination for its **received
+    bitmap** of each block (`RECV_BITMAP`, answered on the return path), marks every page not in it dirty
+    again — the pages lost with the broken connection included — and resumes (`POSTCOPY_RESUME`).
     """),
     md("""
     ## What to remember

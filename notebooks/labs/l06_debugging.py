@@ -1,5 +1,7 @@
 """Lab 06: debugging a damaged capture."""
 
+from textwrap import dedent
+
 from labs.cells import HOW_TO, SETUP, code, exercise, md
 
 LAB = "06-debugging-a-capture"
@@ -75,10 +77,11 @@ CELLS = [
     """),
     *exercise(
         "debug-flipped", kind="predict", points=1, title="the error of a flipped flag",
-        question="""
+        # dedent before appending the (unindented) options, or the question would render as a code block
+        question=dedent("""
         Which error does QEMU's loader (and ramlab) report at that record? Work out the new flag byte with the
         flag table of lab 01, then set `answer_debug_flipped` to a letter and run the next cell.
-        """ + ERRORS,
+        """) + ERRORS,
         answer='"B"',
         check="""lab.choice("debug-flipped", answer_debug_flipped, "ABCD")""",
         hidden="""assert lab.same_choice(answer_debug_flipped, "B"), "0x22 ^ 0x40 = 0x62: two page kinds"
@@ -103,11 +106,11 @@ CELLS = [
     """),
     *exercise(
         "debug-renamed", kind="predict", points=2, title="pages into the wrong block",
-        question="""
+        question=dedent("""
         Which error does the loader report for `lab.damaged("renamed")`? (Is `pc.rom` in the MEM_SIZE list?
         Do the offsets of the following CONTINUE records fit in 128 KiB?) Set `answer_debug_renamed` to a
         letter, then run the next cell.
-        """ + ERRORS,
+        """) + ERRORS,
         answer='"A"',
         check="""lab.choice("debug-renamed", answer_debug_renamed, "ABCD")""",
         hidden="""assert lab.same_choice(answer_debug_renamed, "A")

@@ -11,25 +11,22 @@ CELLS = [
     > C. Clark, K. Fraser, S. Hand, J. G. Hansen, E. Jul, C. Limpach, I. Pratt, A. Warfield.
     > *Live Migration of Virtual Machines.* NSDI 2005.
 
-    This is the paper that made iterative pre-copy the standard (Xen first, then QEMU/KVM). Its claims,
-    which we test here:
+    This is the paper that made iterative pre-copy the standard (Xen first, then QEMU/KVM). Three of its
+    claims are tested here (the second is quoted in section 2, once you have predicted it):
 
     1. **A writable working set (WWS).** Pages are not dirtied uniformly: a small set of *hot* pages is
        written over and over, plus a slowly growing tail. Counting the distinct pages dirtied in tracking
        windows of increasing length, the curve rises fast and then flattens (the paper's WWS curves, §4).
-    2. **Diminishing returns of pre-copy rounds.** Each round only needs to resend what was dirtied during
-       the previous one; once that is the WWS, further rounds do not shrink it: the expected downtime
-       levels off at about *WWS / bandwidth*, and more bandwidth lowers it (§4, the downtime-vs-iterations
-       analysis). So pre-copy should stop after a few rounds, not iterate until nothing is dirty.
+    2. **What more pre-copy rounds buy.** The paper analyses how the expected downtime depends on the number
+       of pre-copy rounds and on the bandwidth (§4), and draws a rule from it for when to stop iterating.
     3. **Small downtimes in practice:** *"an OS running the SPECweb benchmark [migrated] with only 210 ms
        unavailability, or an OS running a Quake 3 server ... with just 60 ms downtime"* (§1; 60 ms is also
        in the abstract).
 
-    The numbers quoted are from the paper's abstract and introduction; the shapes (curves rising then
-    flattening, downtime levelling off with more rounds) from its §4 figures. The paper used Xen on a
-    gigabit LAN with real workloads; we use QEMU's algorithm in ramlab's simulator with synthetic
-    workloads, and real QEMU captures. **You will** measure a WWS curve, watch the diminishing return,
-    predict what bandwidth and rounds do, and find the WWS in a real capture. **Time** (planning figure, see TEACHING.md): about 50 minutes.
+    The numbers quoted are from the paper's abstract and introduction; the curve shapes from its §4
+    figures. The paper used Xen on a gigabit LAN with real workloads; we use QEMU's algorithm in ramlab's
+    simulator with synthetic workloads, and real QEMU captures. **You will** measure a WWS curve, predict
+    what more rounds and more bandwidth do to the downtime, and find the WWS in a real capture. **Time** (planning figure, see TEACHING.md): about 50 minutes.
     """),
     md(HOW_TO),
     code(SETUP),
@@ -137,15 +134,15 @@ CELLS = [
         With the 16 MiB/s link (slower than the guest's 24 MiB/s of writes), going from **6 to 12** pre-copy
         rounds, the downtime:
 
-        * (A) roughly halves: each round shrinks what is left
-        * (B) barely changes: what is left after a few rounds is the hot set, rewritten during every round
-        * (C) roughly doubles: more rounds leave more dirty pages
+        * (A) roughly halves: each extra round shrinks what is left to send when the guest is stopped
+        * (B) roughly doubles: more rounds give the guest more time to dirty more of its pages
+        * (C) barely changes: after a few rounds, what is left is what the guest rewrites per round
 
         Set `answer_wws_rounds` to a letter, then run the sweep below.
         """,
-        answer='"B"',
+        answer='"C"',
         check="""lab.choice("wws-rounds", answer_wws_rounds, "ABC")""",
-        hidden="""assert lab.same_choice(answer_wws_rounds, "B")
+        hidden="""assert lab.same_choice(answer_wws_rounds, "C")
         """,
     ),
     code("""
@@ -162,9 +159,10 @@ CELLS = [
     """),
     md("""
     At 16 MiB/s the curve levels off at about *hot set / bandwidth* (1638 pages × 4 KiB / 16 MiB/s ≈
-    400 ms, less what the last short round does not redirty): the paper's diminishing return. At higher
-    bandwidths the rounds get shorter, so fewer hot pages are rewritten during each — the plateau is lower
-    and is reached later.
+    400 ms). This is the paper's claim 2, the **diminishing returns of pre-copy rounds**: each round only
+    needs to resend what was dirtied during the previous one; once that is the WWS, further rounds do not
+    shrink it, and the expected downtime levels off (§4, the downtime-vs-iterations analysis). So pre-copy
+    should stop after a few rounds, not iterate until nothing is dirty.
     """),
     *exercise(
         "wws-bandwidth", kind="explain", points=2, title="what bandwidth buys",
@@ -172,20 +170,23 @@ CELLS = [
         From the table above: after 6 rounds, doubling the bandwidth from 16 to 32 MiB/s divides the downtime by
         much more than 2. Why?
 
-        * (A) the simulator sends pages twice as fast *and* compresses them
-        * (B) downtime = remaining / bandwidth, and the remaining set shrinks too: shorter rounds leave the guest
-          less time to rewrite its hot pages
-        * (C) a faster link makes QEMU skip the hot pages
-        * (D) it is noise: one run per point
+        * (A) downtime = remaining / bandwidth, and remaining shrinks too: shorter rounds, fewer rewrites
+        * (B) the simulator sends pages twice as fast *and* compresses them: the two gains multiply
+        * (C) a faster link lets QEMU skip the hot pages until the final stop-and-copy pass
+        * (D) it is noise: one simulation per point, and another random seed would give quite another ratio
 
         Set `answer_wws_bandwidth` to a letter.
         """,
-        answer='"B"',
+        answer='"A"',
         check="""lab.choice("wws-bandwidth", answer_wws_bandwidth, "ABCD")""",
-        hidden="""assert lab.same_choice(answer_wws_bandwidth, "B")
+        hidden="""assert lab.same_choice(answer_wws_bandwidth, "A")
         """,
     ),
     md("""
+    The remaining set is not a constant: at higher bandwidths the rounds get shorter, so the guest rewrites
+    fewer of its hot pages during each (and the last, short round leaves some of them clean) — the plateau
+    is lower and is reached later.
+
     Xen's pre-copy stopped iterating when a round no longer paid off. Write that stop rule.
     """),
     *exercise(
@@ -248,8 +249,8 @@ CELLS = [
     md("""
     ## 3. A real capture
 
-    The guest of the `plain` capture (lab 00) writes the same regions every pass. How many pages does each
-    pass send after the bulk one, and how does that compare with what is left at QEMU's dirty syncs?
+    Back to the real `plain` capture of lab 00. How many pages does each pass send after the bulk one, and
+    how does that compare with what is left at QEMU's dirty syncs?
     """),
     code("""
     t = lab.trace("plain")
@@ -264,17 +265,16 @@ CELLS = [
         After the bulk pass, `plain` sends about the same number of pages in every pass, and QEMU's
         `remaining` never drops much below it. What is that number?
 
-        * (A) the guest's writable working set: the status page, the counter, random and alternating regions
-          it rewrites every pass (about 1.6 MiB of 16 MiB)
-        * (B) the pages QEMU resends to be safe after every sync
-        * (C) the bandwidth × downtime limit, in pages
-        * (D) the zero pages of the guest
+        * (A) the pages QEMU resends after every dirty sync to be safe, whether dirtied or not
+        * (B) the bandwidth × downtime limit in pages: QEMU fills each pass up to that amount
+        * (C) the guest's zero pages, which QEMU sends again in every pass as ZERO records
+        * (D) the guest's writable working set: the regions it rewrites every pass (about 1.6 MiB)
 
         Set `answer_wws_real` to a letter.
         """,
-        answer='"A"',
+        answer='"D"',
         check="""lab.choice("wws-real", answer_wws_real, "ABCD")""",
-        hidden="""assert lab.same_choice(answer_wws_real, "A")
+        hidden="""assert lab.same_choice(answer_wws_real, "D")
         """,
     ),
     md("""

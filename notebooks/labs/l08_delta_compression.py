@@ -63,10 +63,9 @@ CELLS = [
         The working set is 16 MiB. Predict the downtime with XBZRLE and a **4 MiB** cache compared with a
         **16 MiB** cache:
 
-        * (A) about the same: any cache catches the pages that change
-        * (B) much longer with 4 MiB: most pages miss the cache (or lose their slot) and go out whole, so the
-          migration barely converges better than without XBZRLE
-        * (C) shorter with 4 MiB: a small cache is faster to search
+        * (A) about the same: any cache catches the few pages that change between two rounds
+        * (B) much longer with 4 MiB: most pages miss the cache or lose their slot, and go out whole
+        * (C) shorter with 4 MiB: a small cache is faster to search, so every round is shorter
 
         Set `answer_delta_cache` to a letter, then run the sweep.
         """,
@@ -244,16 +243,15 @@ CELLS = [
         The `random` workload rewrites whole pages with random bytes. With XBZRLE and a cache as large as RAM,
         what happens to the dirty pages the cache holds a previous copy of?
 
-        * (A) most encode to a few bytes: the cache has them
-        * (B) most overflow and go out whole: a random rewrite changes nearly every byte, so the delta is bigger
-          than the page — the encoding work is wasted
-        * (C) most are found unchanged and not sent
+        * (A) most encode to a few bytes: the cache holds their previous copy, so only deltas go out
+        * (B) most are found unchanged and not sent: the cache compares them before encoding
+        * (C) most overflow and go out whole: nearly every byte changed, the delta outgrows the page
 
         Set `answer_delta_random` to a letter, then run the comparison.
         """,
-        answer='"B"',
+        answer='"C"',
         check="""lab.choice("delta-random", answer_delta_random, "ABC")""",
-        hidden="""assert lab.same_choice(answer_delta_random, "B")
+        hidden="""assert lab.same_choice(answer_delta_random, "C")
         """,
     ),
     code("""

@@ -12,17 +12,10 @@ CELLS = [
     > and Dynamic Self-Ballooning.* VEE 2009, pp. 51–60.
 
     Post-copy sends the CPU and device state *first* and the memory after, on demand (network faults) and
-    in the background (*active push*, improved by *pre-paging* around the faulting pages). The paper's
-    claims, from its abstract:
-
-    1. compared with pre-copy, post-copy improves *"pages transferred, total migration time and network
-       overhead"*: each page is sent (at most) once, so a write-heavy guest no longer makes the source resend
-       its working set round after round;
-    2. pre-paging *"eliminate[s] all duplicate page transmissions"* and reduces *"the number of network-bound
-       page faults to within 21% of the VM's working set for large workloads"* (the later journal version
-       reports 17%);
-    3. dynamic self-ballooning avoids sending free pages (QEMU's counterpart: free pages are zero pages, sent
-       as 9-byte ZERO records).
+    in the background (*active push*, improved by *pre-paging* around the faulting pages). The paper
+    compares it with pre-copy on four metrics — pages transferred, total migration time, downtime and
+    network faults — and adds pre-paging and *dynamic self-ballooning* to post-copy. Its claims are quoted
+    in section 2, once you have predicted the outcome yourself.
 
     We compare QEMU's pre-copy and post-copy (ramlab's simulator, whose postcopy sends requested pages first
     and pushes the rest in the background), model post-copy *without* background push ourselves, and look at
@@ -103,16 +96,15 @@ CELLS = [
         For the `uniform` workload (writes spread over all of RAM at 24 MiB/s, on a 32 MiB/s link), which
         migration transfers fewer pages?
 
-        * (A) pre-copy: it sends pages before the guest needs them
-        * (B) post-copy: after the switch each page is sent once, while pre-copy resends every page the guest
-          rewrote during each round
-        * (C) the same: every page must be sent once either way
+        * (A) post-copy: after the switch each page goes once; pre-copy resends what each round rewrote
+        * (B) pre-copy: it sends pages before the guest needs them, so no page ever has to be requested
+        * (C) the same: every page must be sent once either way, whatever the order
 
         Set `answer_pvp_pages` to a letter, then run the comparison.
         """,
-        answer='"B"',
+        answer='"A"',
         check="""lab.choice("pvp-pages", answer_pvp_pages, "ABC")""",
-        hidden="""assert lab.same_choice(answer_pvp_pages, "B")
+        hidden="""assert lab.same_choice(answer_pvp_pages, "A")
         """,
     ),
     code("""
@@ -150,6 +142,17 @@ CELLS = [
     show(row(*figs))
     """),
     md("""
+    The paper's claims, from its abstract:
+
+    1. compared with pre-copy, post-copy improves *"pages transferred, total migration time and network
+       overhead"*: each page is sent (at most) once, so a write-heavy guest no longer makes the source resend
+       its working set round after round;
+    2. pre-paging *"eliminate[s] all duplicate page transmissions"* and reduces *"the number of network-bound
+       page faults to within 21% of the VM's working set for large workloads"* (the later journal version
+       reports 17%);
+    3. dynamic self-ballooning avoids sending free pages (QEMU's counterpart: free pages are zero pages, sent
+       as 9-byte ZERO records).
+
     Where pre-copy converges after one or two passes (a light or well-localised load), both schemes do the
     same: there is nothing left to post-copy. Where the guest keeps rewriting pages, post-copy sends fewer
     pages, finishes sooner and stops the guest for milliseconds — at the price of **network faults**: the
@@ -163,16 +166,15 @@ CELLS = [
         Keep `uniform` at 24 MiB/s, but switch to post-copy after 1, 2, 3 then 4 pre-copy passes
         (`postcopy_after`). As the switch comes later:
 
-        * (A) fewer network faults, more pages transferred: more pages are already on the destination at the
-          switch, but some were sent more than once
-        * (B) more faults and more pages
-        * (C) no change: post-copy sends everything once anyway
+        * (A) more faults and more pages: each extra pre-copy pass dirties pages that fault later
+        * (B) fewer faults, more pages: more is on the destination at the switch, some of it sent twice
+        * (C) no change: post-copy sends every page once anyway, whenever the switch comes
 
         Set `answer_pvp_after` to a letter, then run the sweep.
         """,
-        answer='"A"',
+        answer='"B"',
         check="""lab.choice("pvp-after", answer_pvp_after, "ABC")""",
-        hidden="""assert lab.same_choice(answer_pvp_after, "A")
+        hidden="""assert lab.same_choice(answer_pvp_after, "B")
         """,
     ),
     code("""
@@ -322,23 +324,23 @@ CELLS = [
 
     ## 6. `release-ram`
 
-    With post-copy, the source can free each page's memory once it has been sent (`release-ram`): the
-    migrated VM's memory is not held twice.
+    With post-copy, the source can also give the guest's RAM back to its host during the migration: the
+    `release-ram` capability.
     """),
     *exercise(
         "pvp-release", kind="predict", points=1, title="what release-ram changes",
         question="""
         Run the `uniform` post-copy migration again with `release_ram=True`. What changes?
 
-        * (A) fewer pages transferred: released pages are not sent
-        * (B) nothing on the wire: the same pages go out, but the source frees their memory as it sends them
-        * (C) a shorter downtime
+        * (A) fewer pages transferred: pages released on the source need not be sent
+        * (B) a shorter downtime: the source has less memory to walk when it stops the guest
+        * (C) nothing on the wire: the same pages go out, and the source frees each one once sent
 
         Set `answer_pvp_release` to a letter, then run the next cell.
         """,
-        answer='"B"',
+        answer='"C"',
         check="""lab.choice("pvp-release", answer_pvp_release, "ABC")""",
-        hidden="""assert lab.same_choice(answer_pvp_release, "B")
+        hidden="""assert lab.same_choice(answer_pvp_release, "C")
         """,
     ),
     code("""
@@ -348,6 +350,9 @@ CELLS = [
     print(f"source pages released: {int(rr.counters['released'])} of {rr.trace.n_pages}")
     """),
     md("""
+    `release-ram` changes nothing on the wire: the source frees each page's memory once it has been sent,
+    so the migrated VM's memory is not held twice.
+
     **Reproduced:** post-copy transfers fewer pages and finishes sooner than pre-copy for write-heavy
     guests, with a downtime of milliseconds; its cost is network faults, which background push reduces far
     below demand paging's and which more pre-copy before the switch reduces further (at the price of

@@ -47,16 +47,17 @@ CELLS = [
         We migrate the 16 MiB test guest with `max-bandwidth` 4 MiB/s and `downtime-limit` 100 ms; nothing
         relaxes them. Its working set is about 394 pages (1.5 MiB). Predict:
 
-        * (A) it converges after a few passes: each pass leaves fewer dirty pages
-        * (B) it never converges while the parameters stay as they are: every pass ends with the whole
-          working set dirty, and that is more than fits in 100 ms at 4 MiB/s
-        * (C) it converges as soon as the bulk pass (the first, all of RAM) is over
+        * (A) it never converges as it is: each pass ends with the working set dirty, too much for 100 ms
+          at 4 MiB/s
+        * (B) it converges after a few passes: each pass leaves fewer dirty pages than the one before
+        * (C) it converges as soon as the bulk pass (the first, all of RAM) is over and only the working set
+          is left to send
 
         Set `answer_steer_converge` to a letter, then start the migration below.
         """,
-        answer='"B"',
+        answer='"A"',
         check="""lab.choice("steer-converge", answer_steer_converge, "ABC")""",
-        hidden="""assert lab.same_choice(answer_steer_converge, "B")""",
+        hidden="""assert lab.same_choice(answer_steer_converge, "A")""",
     ),
     md("""
     ## Run it live
@@ -92,17 +93,18 @@ CELLS = [
         bandwidth) this migration could never converge, whatever the downtime limit. Yet you are about to
         rescue it by raising the downtime limit alone. Which explanation fits what the table shows?
 
-        * (A) the guest rewrites the same few hundred pages: what must fit at a sync is the dirty *set*, which
-          stops growing once every hot page is dirty; QEMU's rate is the pages found dirty per second of the
-          last round, so it rises when rounds get shorter without there being more to send
-        * (B) QEMU's dirty rate is in bytes per second, not pages, so it is 4096 times too big
-        * (C) raising the downtime limit also raises the bandwidth QEMU may use
+        * (A) QEMU reports the dirty rate in bytes per second, not in pages: the table shows it 4096 times too
+          big, and the guest really dirties far less per second than the 4 MiB/s link can send
+        * (B) what must fit at a sync is the dirty *set*, the same few hundred pages however short the round;
+          the *rate* (pages found dirty per second of the last round) grows as rounds shorten
+        * (C) raising the downtime limit also raises the bandwidth QEMU may use: the link then outpaces the
+          guest's dirty rate, and lab 02's geometric model converges after all
 
         Set `answer_steer_rate` to a letter.
         """,
-        answer='"A"',
+        answer='"B"',
         check="""lab.choice("steer-rate", answer_steer_rate, "ABC")""",
-        hidden="""assert lab.same_choice(answer_steer_rate, "A")""",
+        hidden="""assert lab.same_choice(answer_steer_rate, "B")""",
     ),
     *exercise(
         "steer-working-set", kind="code", points=2, title="the working set, from the live trace",
