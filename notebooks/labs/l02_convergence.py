@@ -54,7 +54,7 @@ CELLS = [
     B, downtime = 100 * MiB, 0.300
     f = figure(width=640, height=300, y_axis_type="log", x_axis_label="pass", y_axis_label="MiB left after the pass",
                title="1 GiB guest, 100 MiB/s: remaining dirty memory per pass (model)")
-    for D, color in [(10 * MiB, "#2ca02c"), (50 * MiB, "#1f77b4"), (90 * MiB, "#ff7f0e"), (110 * MiB, "#d62728")]:
+    for D, color in [(10 * MiB, "#009e73"), (50 * MiB, "#0072b2"), (90 * MiB, "#e69f00"), (110 * MiB, "#d55e00")]:
         f.line(list(range(1, 16)), [GiB * (D / B) ** k / MiB for k in range(1, 16)], color=color, line_width=2,
                legend_label=f"dirty {D // MiB} MiB/s")
     f.add_layout(Span(location=B * downtime / MiB, dimension="width", line_dash="dashed", line_color="black"))

@@ -280,8 +280,8 @@ CELLS = [
             size[name].append(np.where(ret < 0, 4096, ret).mean())
     f = figure(width=640, height=300, x_axis_type="log", x_axis_label="changed bytes in the page",
                y_axis_label="bytes sent (overflow = 4096)", title="XBZRLE encoding size vs change density")
-    f.line(ks, size["scattered"], line_width=2, color="#d62728", legend_label="scattered changes")
-    f.line(ks, size["contiguous"], line_width=2, color="#2ca02c", legend_label="one contiguous run")
+    f.line(ks, size["scattered"], line_width=2, color="#d55e00", legend_label="scattered changes")
+    f.line(ks, size["contiguous"], line_width=2, color="#009e73", legend_label="one contiguous run")
     f.legend.location = "top_left"
     show(f)
     """),

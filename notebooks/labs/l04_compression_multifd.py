@@ -52,7 +52,7 @@ CELLS = [
     hist, edges = np.histogram(clen, bins=40)
     f = figure(width=640, height=260, title="COMPRESS_PAGE payload sizes (real capture)", x_axis_label="clen (bytes)",
                y_axis_label="records")
-    f.quad(top=hist, bottom=0, left=edges[:-1], right=edges[1:], color="#9467bd")
+    f.quad(top=hist, bottom=0, left=edges[:-1], right=edges[1:], color="#cc79a7")
     show(f)
     """),
     md("""

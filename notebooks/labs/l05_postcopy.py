@@ -140,7 +140,7 @@ for _ in range(300):
 lab.fresh.compare(modern_discards, _ref_modern, _cases, star=True, name="modern_discards",
                   same=lambda a, e: lab.same_ranges(a, e),
                   forbid=["ramlab.model.postcopy_plan.plan_discards", "ramlab.model.postcopy_plan.bitmap_runs",
-                          "ramlab.model.bitmap.run_pairs"],
+                          "ramlab.model.postcopy_plan.run_pairs"],
                   describe=lambda c: f"{c[0].astype(int).tolist()[:64]} with host ratio {c[1]}")
 """,
     ),

@@ -101,7 +101,7 @@ CELLS = [
     windows = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
     f = figure(width=660, height=320, x_axis_type="log", x_axis_label="tracking window (s)",
                y_axis_label="distinct pages dirtied", title="WWS curves (ramlab simulator, 64 MiB guest, 16 MiB/s of writes)")
-    for (name, log), color in zip(logs.items(), ["#d62728", "#1f77b4", "#2ca02c"]):
+    for (name, log), color in zip(logs.items(), ["#d55e00", "#0072b2", "#009e73"]):
         f.line([w * 0.01 for w in windows], [wws(log, w) for w in windows], line_width=2, color=color, legend_label=name)
     f.legend.location = "top_left"
     show(f)
@@ -150,7 +150,7 @@ CELLS = [
     sweep = {bw: [downtime_ms(bw, k) for k in rounds] for bw in (16, 32, 64)}
     f = figure(width=660, height=320, x_axis_label="pre-copy rounds (passes, the last one stop-and-copy)",
                y_axis_label="downtime (ms)", title="Downtime vs rounds (simulated hotset guest)")
-    for (bw, ys), color in zip(sweep.items(), ["#d62728", "#1f77b4", "#2ca02c"]):
+    for (bw, ys), color in zip(sweep.items(), ["#d55e00", "#0072b2", "#009e73"]):
         f.line(rounds, ys, line_width=2, color=color, legend_label=f"{bw} MiB/s")
         f.scatter(rounds, ys, color=color, size=6)
     show(f)

@@ -90,9 +90,9 @@ CELLS = [
     from bokeh.models import Span
     f = figure(width=660, height=300, x_axis_type="log", x_axis_label="XBZRLE cache (MiB)", y_axis_label="downtime (ms)",
                title="Downtime vs cache size (simulated counters guest); dashed: without XBZRLE")
-    f.line(caches, [downtime_ms(r) for r in runs.values()], line_width=2, color="#1f77b4")
-    f.scatter(caches, [downtime_ms(r) for r in runs.values()], size=7, color="#1f77b4")
-    f.add_layout(Span(location=downtime_ms(plain_run), dimension="width", line_dash="dashed", line_color="#d62728"))
+    f.line(caches, [downtime_ms(r) for r in runs.values()], line_width=2, color="#0072b2")
+    f.scatter(caches, [downtime_ms(r) for r in runs.values()], size=7, color="#0072b2")
+    f.add_layout(Span(location=downtime_ms(plain_run), dimension="width", line_dash="dashed", line_color="#d55e00"))
     show(f)
     """),
     md("""

@@ -133,9 +133,9 @@ CELLS = [
     figs = []
     for key, label in (("pages", "pages transferred"), ("time", "total migration time (s)")):
         f = figure(x_range=wls, width=380, height=280, title=label)
-        f.vbar(x=dodge("wl", -0.17, range=f.x_range), top=f"pre_{key}", width=0.3, source=src, color="#1f77b4",
+        f.vbar(x=dodge("wl", -0.17, range=f.x_range), top=f"pre_{key}", width=0.3, source=src, color="#0072b2",
                legend_label="pre-copy")
-        f.vbar(x=dodge("wl", 0.17, range=f.x_range), top=f"post_{key}", width=0.3, source=src, color="#ff7f0e",
+        f.vbar(x=dodge("wl", 0.17, range=f.x_range), top=f"post_{key}", width=0.3, source=src, color="#e69f00",
                legend_label="post-copy")
         f.legend.location = "bottom_right"
         figs.append(f)
