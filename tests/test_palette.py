@@ -5,6 +5,9 @@ protanopia and deuteranopia (severity 1.0, applied in linear sRGB, as in their p
 to CIELAB (D65), and every pair of page classes must keep a CIEDE2000 distance of at least
 ``MIN_DELTA_E`` (about ten just-noticeable differences: two patches that far apart read as two
 colours).  The previous red / green palette fails this (NORMAL vs XBZRLE: 4.6 for deuteranopes).
+The live view's convergence curve is checked the same way (its three series as drawn, alpha over
+white), and must not need colour at all: its series differ by dash or marker, and neither its title
+nor its legend names a colour.
 """
 
 from __future__ import annotations
@@ -108,3 +111,58 @@ def test_the_old_red_green_palette_fails_the_check():
 def test_palette_covers_every_class_and_no_page():
     assert len(PALETTE) == N_CLASSES + 1 and len(set(PALETTE)) == len(PALETTE)
     assert set(CLASS_COLORS) == set(PageClass) and len(CLASS_NAMES) == N_CLASSES
+
+
+# ---------------------------------------------------------------------- the live view's convergence curve
+
+#: words that would name a series by its colour alone
+COLOUR_WORDS = ("red", "green", "blue", "orange", "yellow", "purple", "grey", "gray", "black", "vermillion", "pink")
+
+
+def _curve_series() -> dict[str, tuple[str, tuple[object, ...]]]:
+    """The live view's convergence curve as drawn: each legend label -> (its colour over a white
+    background at its alpha, its other cues: line dash, line width, marker)."""
+    from ramlab.live.decoder import LiveDecoder
+    from ramlab.plots.live import LivePlots
+
+    curve = LivePlots(LiveDecoder("precopy").snapshot()).curve
+    (legend,) = curve.legend
+    out = {}
+    for item in legend.items:
+        (glyph,) = [r.glyph for r in item.renderers]
+        line = not hasattr(glyph, "marker")
+        color, alpha = (glyph.line_color, glyph.line_alpha) if line else (glyph.fill_color, glyph.fill_alpha)
+        shown = "#" + "".join(f"{round(c * alpha + 255 * (1 - alpha)):02x}" for c in rgb(color))
+        cues = (tuple(glyph.line_dash) if line else None, glyph.line_width if line else None,
+                None if line else glyph.marker)
+        out[item.label.value] = (shown, cues)
+    return out
+
+
+@pytest.mark.parametrize("vision", list(MACHADO))
+def test_the_live_curve_series_are_distinguishable(vision):
+    series = _curve_series()
+    assert len(series) == 3
+    worst = _distances({k: c for k, (c, _) in series.items()}, vision)
+    assert worst[0][0] >= MIN_DELTA_E, f"{vision}: closest pairs {worst}"
+
+
+def test_the_live_curve_does_not_rely_on_colour():
+    import re
+
+    from ramlab.live.decoder import LiveDecoder
+    from ramlab.plots.live import LivePlots
+
+    series = _curve_series()
+    assert len({cues for _, cues in series.values()}) == len(series)  # dash, width or marker differ too
+    curve = LivePlots(LiveDecoder("precopy").snapshot()).curve
+    words = " ".join([curve.title.text, *series]).lower()
+    assert not [w for w in COLOUR_WORDS if re.search(rf"\b{w}\b", words)], words
+    assert curve.legend[0] in curve.right  # beside the plot, not on the data
+
+
+def test_the_old_live_curve_colours_fail_the_check():
+    # what the curve drew before (#777777 at 0.6 alpha, a green threshold, red dots): the red dots and
+    # the green line are 4.6 apart for deuteranopes
+    old = {"remaining": "#adadad", "threshold": "#2ca02c", "sent": "#d62728"}
+    assert _distances(old, "deuteranopia")[0][0] < MIN_DELTA_E

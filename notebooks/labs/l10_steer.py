@@ -186,7 +186,7 @@ CELLS = [
         print(f"replay: the recording was rescued at t = {done[0]['t']:.2f} s with {done[0]['arguments']}")
     else:
         run.set_parameters(downtime_limit=rescue_ms)
-    converged = run.wait_for(over=True, timeout=30)
+    converged = run.wait_for(timeout=30)  # until the migration is over
     print(f"status: {run.status} after {len(run.passes)} passes")
     """)),
     code("""

@@ -9,8 +9,13 @@ in the widget; nothing here imports ipywidgets or :mod:`ramlab.live`, so recorde
   one page a pixel when RAM is small), with the player's hover (:func:`~ramlab.plots.page_map.page_map_hover`);
 - the player's per-pass charts (:func:`~ramlab.plots.passes.pass_charts`), growing a bar per pass;
 - QEMU's remaining dirty pages over time against ``max-bandwidth x downtime-limit``
-  (:func:`downtime_threshold_pages`, the pages that fit in the allowed downtime: below the line,
-  QEMU stops the VM and completes).
+  (:func:`downtime_threshold_pages`, the pages that fit in the allowed downtime: below the dashed
+  line, QEMU stops the VM and completes).
+
+**Why fixed sizes.**  The view changes ten times a second while a student reads it: nothing may move.
+Every figure has a fixed size, the curve a fixed frame (its legend beside it, not on the data), and
+the map's legend a height reserved for the most classes a pass can show
+(``tests/browser/test_live_layout_browser.py`` measures it all across a replay).
 
 **Why whole updates.**  The map and the per-pass bars are small (reduced arrays): when they changed,
 their data is replaced whole.  A patch or stream would leave the browser's copy wrong for good if one
@@ -35,16 +40,24 @@ from typing import Any
 
 import numpy as np
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, LinearColorMapper, NumeralTickFormatter, Range1d
+from bokeh.models import ColumnDataSource, Legend, LegendItem, LinearColorMapper, NumeralTickFormatter, Range1d
 from bokeh.plotting import figure
 
 from ramlab.plots.page_map import page_map_hover
-from ramlab.plots.palette import PALETTE, legend_html
+from ramlab.plots.palette import OKABE_ITO, PALETTE, legend_html, text_height
 from ramlab.plots.passes import pass_chart_data, pass_charts
 from ramlab.plots.reduce import NO_PAGE, class_grid, page_grid, reduce_classes, reduce_factors
 from ramlab.trace import N_CLASSES, PageClass, Trace
 
-__all__ = ["LivePlots", "downtime_threshold_pages"]
+__all__ = ["CURVE_COLORS", "LivePlots", "downtime_threshold_pages"]
+
+#: the convergence curve's series (Okabe-Ito; QEMU's remaining pages in black at 0.6 alpha, a grey)
+CURVE_COLORS = {"remaining": OKABE_ITO["black"], "threshold": OKABE_ITO["blue"], "sent": OKABE_ITO["vermillion"]}
+#: the curve's frame height, its left border (y-axis ticks up to ``100k`` and the axis label) and the
+#: pixels its frame leaves of the width for the border, the legend and the toolbar on the right
+CURVE_FRAME_HEIGHT, CURVE_LEFT, CURVE_SIDE = 160, 64, 340
+#: the map legend's font (pixels) and line height (ems)
+LEGEND_FONT_PX, LEGEND_LINE_HEIGHT = 12, 1.6
 
 
 def downtime_threshold_pages(params: Mapping[str, Any], page_size: int) -> float | None:
@@ -73,7 +86,8 @@ class LivePlots:
     :attr:`map_figure` (``None`` until :meth:`init_map`); :attr:`bars`, a column of :attr:`bars_pages`
     and :attr:`bars_bytes` (their data: :attr:`quads_source`, :attr:`bars_source`); :attr:`curve`, whose
     data are :attr:`remaining_source` (``t``, ``remaining``, ``threshold``) and :attr:`pass_source`
-    (``t``, ``sent``, ``pass_``).
+    (``t``, ``sent``, ``pass_``); :attr:`legend_width` and :attr:`legend_height`, the box the map's
+    legend (:meth:`update_map`) needs.
     """
 
     def __init__(self, snap: Any, *, map_size: int = 360, chart_width: int = 420) -> None:
@@ -89,6 +103,11 @@ class LivePlots:
         self.map_figure: Any = None
         self.last_image: np.ndarray | None = None
         self._map_key: tuple[int, int, int, bool] | None = None
+        #: the legend under the map (:meth:`update_map`) wraps in this width: the map's and its y axis
+        self.legend_width = self.frame + 60
+        #: its height (:meth:`init_map`): the most lines a pass can need, so it never cuts its text and
+        #: what sits below it does not move when a pass brings a new class
+        self.legend_height = 0
         self.map_source = ColumnDataSource(data=dict(image=[np.full((1, 1), NO_PAGE, np.uint8)], x=[0], y=[0],
                                                      dw=[1], dh=[1], pass_=[0]))
 
@@ -108,6 +127,9 @@ class LivePlots:
                        counters={}, pass_kind=[], source="capture")
         fig.add_tools(page_map_hover(layout, cols, [glyph]))
         self.map_figure = fig
+        # the worst pass: every class, each with a count as long as the number of pages
+        self.legend_height = text_height([self._legend({k: n for k in range(N_CLASSES)})], self.legend_width,
+                                         LEGEND_FONT_PX, LEGEND_LINE_HEIGHT)
         return fig
 
     def update_map(self, snap: Any) -> str | None:
@@ -132,8 +154,11 @@ class LivePlots:
                                     pass_=[p])
         kind = snap.pass_kinds[p]
         self.map_figure.title.text = f"page classes, pass {p} ({kind})" + ("" if snap.finished else ", live")
-        counts = {k: int(c) for k, c in enumerate(snap.counts[p]) if c}
-        return f"<div style='font-size:12px;line-height:1.6'>{legend_html(counts)}</div>"
+        return self._legend({k: int(c) for k, c in enumerate(snap.counts[p]) if c})
+
+    @staticmethod
+    def _legend(counts: dict[int, int]) -> str:
+        return f"<div style='font-size:{LEGEND_FONT_PX}px;line-height:{LEGEND_LINE_HEIGHT}'>{legend_html(counts)}</div>"
 
     # ------------------------------------------------------------------ the per-pass bars
     def _build_bars(self, snap: Any, width: int) -> None:
@@ -168,22 +193,30 @@ class LivePlots:
 
     # ------------------------------------------------------------------ the convergence curve
     def _build_curve(self, width: int) -> None:
+        """Three series told apart by more than colour: QEMU's remaining pages a thin solid line, the
+        pages that fit in the downtime a thick dashed step, each pass's pages a vermillion dot (Okabe-Ito
+        colours that stay apart for colour-blind readers, ``tests/test_palette.py``).  The legend sits
+        beside the plot, never on the data, and the frame has a fixed size: the y-axis labels (``1`` to
+        ``100k``) fit in a fixed left border, so neither the frame nor the figure moves as samples come."""
         self.remaining_source = ColumnDataSource(data=dict(t=[], remaining=[], threshold=[]))
         self.pass_source = ColumnDataSource(data=dict(t=[], sent=[], pass_=[]))
-        f = figure(width=width, height=230, y_axis_type="log", x_axis_label="seconds since migrate",
+        f = figure(frame_width=width - CURVE_SIDE, frame_height=CURVE_FRAME_HEIGHT, min_border_left=CURVE_LEFT,
+                   min_border_right=8, y_axis_type="log", x_axis_label="seconds since migrate",
                    y_axis_label="pages (log)", tools="xpan,xwheel_zoom,reset,hover,save",
-                   title="QEMU's remaining dirty pages vs max-bandwidth x downtime-limit (green)")
-        f.line("t", "remaining", source=self.remaining_source, color="#777777", line_alpha=0.6,
-               legend_label="remaining (QEMU)")
-        f.step("t", "threshold", source=self.remaining_source, color="#2ca02c", line_dash="dashed", line_width=2,
-               mode="after", legend_label="bandwidth x downtime")
-        f.scatter("t", "sent", source=self.pass_source, size=7, color="#d62728", legend_label="pages sent per pass")
+                   title="QEMU's remaining dirty pages vs max-bandwidth x downtime-limit (dashed)")
+        remaining = f.line("t", "remaining", source=self.remaining_source, color=CURVE_COLORS["remaining"],
+                           line_alpha=0.6)
+        threshold = f.step("t", "threshold", source=self.remaining_source, color=CURVE_COLORS["threshold"],
+                           line_dash="dashed", line_width=2, mode="after")
+        sent = f.scatter("t", "sent", source=self.pass_source, size=7, marker="circle", color=CURVE_COLORS["sent"])
         f.hover.tooltips = [("t", "@t{0.00} s"), ("remaining", "@remaining{0,0}"), ("fits", "@threshold{0,0}"),
                             ("pass", "@pass_"), ("sent", "@sent{0,0}")]
         f.yaxis.formatter = NumeralTickFormatter(format="0.[0]a")
-        f.legend.location = "bottom_left"
-        f.legend.label_text_font_size = "8pt"
-        f.legend.background_fill_alpha = 0.6
+        legend = Legend(items=[LegendItem(label="remaining (query-migrate)", renderers=[remaining]),
+                               LegendItem(label="max-bandwidth x downtime-limit", renderers=[threshold]),
+                               LegendItem(label="pages sent per pass", renderers=[sent])],
+                        label_text_font_size="8pt", location="top_left", border_line_alpha=0)
+        f.add_layout(legend, "right")
         self.curve = f
         self._streamed = 0
         self._passes_streamed = 0

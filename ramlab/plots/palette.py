@@ -3,7 +3,9 @@
 Colour-blind safe: the sent classes use the Okabe-Ito palette (Okabe & Ito 2008, "Color Universal
 Design"), chosen so that every pair of classes stays apart for deuteranopes and protanopes too
 (``tests/test_palette.py`` simulates both with the Machado 2009 matrices and checks the CIEDE2000
-distance of every pair).  Colour is never the only cue: hover text and legends name the class.
+distance of every pair; the same for the series of the live view's convergence curve, which draw from
+:data:`OKABE_ITO` too).  Colour is never the only cue: hover text and legends name the class, and
+the curve's series differ by line dash and marker as well.
 
     >>> from ramlab.trace import PageClass
     >>> class_color(PageClass.ZERO) == CLASS_COLORS[PageClass.ZERO]
@@ -18,8 +20,21 @@ import html
 
 from ramlab.trace import CLASS_NAMES, N_CLASSES, PageClass
 
-__all__ = ["CLASS_COLORS", "NO_PAGE_COLOR", "PALETTE", "class_color", "class_name", "swatch", "legend_html",
-           "rgb", "text_height"]
+__all__ = ["CLASS_COLORS", "NO_PAGE_COLOR", "OKABE_ITO", "PALETTE", "class_color", "class_name", "swatch",
+           "legend_html", "rgb", "text_height"]
+
+#: the eight Okabe-Ito colours by name: the page classes below and the views' other series (the live
+#: view's convergence curve) draw from them
+OKABE_ITO: dict[str, str] = {
+    "black": "#000000",
+    "orange": "#e69f00",
+    "sky blue": "#56b4e9",
+    "bluish green": "#009e73",
+    "yellow": "#f0e442",
+    "blue": "#0072b2",
+    "vermillion": "#d55e00",
+    "reddish purple": "#cc79a7",
+}
 
 #: colour of each PageClass (index = code), then NO_PAGE (past the end of RAM)
 CLASS_COLORS: dict[PageClass, str] = {
@@ -86,18 +101,19 @@ def class_name(code: int) -> str:
 
 def text_height(htmls: list[str], width: int, font_px: float = 12, line_height: float = 1.6) -> int:
     """Pixels a fixed-size text box needs to show the longest of ``htmls`` at ``width`` pixels (estimate:
-    0.6 em a character, ``<br>`` / ``<div>`` start lines; one spare line).  Boxes keep their size
-    whatever the text, so a layout never moves; this keeps them from cutting their text.
+    0.6 em a character, ``<br>`` / ``<div>`` / a table row start lines, a row as tall as a line of text,
+    i.e. cells without vertical padding; one spare line).  Boxes keep their size whatever the text, so a
+    layout never moves; this keeps them from cutting their text.
 
-    >>> text_height(["a<br>b"], 300)
-    62
+    >>> text_height(["a<br>b"], 300), text_height(["<table><tr><td>a</td></tr><tr><td>b</td></tr></table>"], 300)
+    (62, 62)
     """
     import re
 
     per_line = max(1, int(width / (0.6 * font_px)))
     worst = 1
     for h in htmls:
-        parts = re.split(r"<br\s*/?>|</div>|</p>", h)
+        parts = re.split(r"<br\s*/?>|</div>|</p>|</tr>", h)
         lines = 0
         for part in parts:
             text = html.unescape(re.sub(r"<[^>]+>", "", part))

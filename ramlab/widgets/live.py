@@ -31,12 +31,14 @@ from __future__ import annotations
 import html
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import ipywidgets as W
 from jupyter_bokeh import BokehModel
 
 from ramlab.plots.live import LivePlots
+from ramlab.plots.palette import text_height
 from ramlab.plots.static import class_map_img, figure_html, stacked_bars_svg
 from ramlab.widgets._common import ViewBox
 
@@ -45,6 +47,8 @@ __all__ = ["LiveMigration"]
 _MIB = 1 << 20
 #: seconds between two updates of the charts and tables (the page map updates at every refresh)
 CHARTS_PERIOD = 0.25
+#: width of QEMU's counters beside the curve (pixels)
+COUNTERS_WIDTH = 420
 
 
 class LiveMigration(ViewBox):
@@ -80,13 +84,17 @@ class LiveMigration(ViewBox):
         self.remaining_source, self.pass_source = pl.remaining_source, pl.pass_source
         # the map's place: its figure comes once the RAM block list is known (its size depends on it)
         self.map_model: BokehModel | None = None
-        self.legend = W.HTML(layout=W.Layout(height="52px", overflow="hidden"))
+        # the map's legend: its height is reserved for the most lines a pass can need once the map is
+        # made (:attr:`~ramlab.plots.live.LivePlots.legend_height`); a minimum, so an estimate too short
+        # lets it grow rather than cut its text
+        self.legend = W.HTML(layout=W.Layout(width=f"{pl.legend_width}px"))
         self.map_box = W.VBox([W.HTML("<i>page map: waiting for the RAM block list…</i>"), self.legend],
                               layout=W.Layout(min_width=f"{self._frame + 60}px"))
         self.map_box.add_class("ramlab-live-map")
         # fixed sizes: text that changes ten times a second must not make the page jump
         self.status = W.HTML(layout=W.Layout(height="26px", overflow="hidden"))
-        self.counters = W.HTML(layout=W.Layout(width="420px", min_height="230px"))
+        self.counters = W.HTML(layout=W.Layout(width=f"{COUNTERS_WIDTH}px",
+                                               min_height=f"{counters_height(COUNTERS_WIDTH)}px"))
         self.message = W.HTML(layout=W.Layout(min_height="26px"))
         self.controls = self._build_controls()
         self.bars_model = BokehModel(pl.bars)
@@ -177,6 +185,7 @@ class LiveMigration(ViewBox):
         """The map's figure, once the RAM block list is known, with its first image."""
         fig = self.plots.init_map(snap)
         self._update_map(snap)  # the first image goes in before the document is copied to the browser
+        self.legend.layout.min_height = f"{self.plots.legend_height}px"
         self.map_model = BokehModel(fig)
         self.map_model.layout.flex = "0 0 auto"
         self.map_box.children = (self.map_model, self.legend)
@@ -346,6 +355,27 @@ def _fmt(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else html.escape(str(v))
 
 
+def counters_height(width: int) -> int:
+    """Pixels QEMU's counters (:func:`_counter_table`) need at their longest: every row and every extra
+    counter with 12-digit values, and the note shown at the end.  The box is that tall from the start,
+    so the view does not grow when QEMU reports more or the migration completes (a minimum: an estimate
+    too short lets it grow rather than cut the text).
+
+    >>> 200 < counters_height(COUNTERS_WIDTH) < 400
+    True
+    """
+    big = 10**11
+    q: dict[str, Any] = {k: big for k in ("ram.normal", "ram.duplicate", "xbzrle-cache.pages", "xbzrle-cache.overflow",
+                                          "compression.pages", "ram.dirty-sync-count", "ram.transferred")}
+    q.update({key: big for key, _, _ in _EXTRA})
+    snap = SimpleNamespace(records={"page": big, "zero": big, "xbzrle": big, "compressed": big}, n_passes=big,
+                           decoded_bytes=big)
+    return text_height([_counter_table(snap, q, done=True)], width, _COUNTERS_FONT_PX, _COUNTERS_LINE_HEIGHT)
+
+
+_COUNTERS_FONT_PX, _COUNTERS_LINE_HEIGHT = 12, 1.5
+
+
 def _counter_table(snap: Any, q: dict[str, Any], *, done: bool) -> str:
     """QEMU's counters beside ramlab's decode; at the end the page counts must agree (✓)."""
     r = snap.records
@@ -369,14 +399,17 @@ def _counter_table(snap: Any, q: dict[str, Any], *, done: bool) -> str:
         if done and qemu is not None and rule != "info":
             ok = qemu == ours if rule == "eq" else ours <= qemu
             mark = "<span style='color:#2a7'>✓</span>" if ok else "<span style='color:#b00'>≠</span>"
-        body.append(f"<tr><td>{name}</td><td style='text-align:right'>{_fmt(qemu)}</td>"
-                    f"<td style='text-align:right'>{_fmt(ours)}</td><td>{mark}</td></tr>")
+        num = "<td style='text-align:right;padding:0 4px'>"
+        body.append(f"<tr><td style='padding:0 4px 0 0'>{name}</td>{num}{_fmt(qemu)}</td>{num}{_fmt(ours)}</td>"
+                    f"<td>{mark}</td></tr>")
     extra = []
     for key, label, unit in _EXTRA:
         if key in q:
             extra.append(f"{label} {_fmt(q[key])}{unit}")
     note = ("page counts agree when ✓ (QEMU 7.2 counts an overflowed XBZRLE page both as XBZRLE and as "
             "normal; newer QEMUs also count unchanged pages)" if done else "QEMU is sampled, ramlab lags by a chunk")
-    return ("<div style='font-size:12px'><table><tr><th></th><th>QEMU</th><th>ramlab</th><th></th></tr>"
+    # rows as tall as a line of text (no cell padding): counters_height() counts them as lines
+    return (f"<div style='font-size:{_COUNTERS_FONT_PX}px;line-height:{_COUNTERS_LINE_HEIGHT}'>"
+            "<table style='border-collapse:collapse'><tr><th></th><th>QEMU</th><th>ramlab</th><th></th></tr>"
             + "".join(body) + "</table>" + ("<br>" + ", ".join(extra) if extra else "")
             + f"<br><span style='color:#666'>{note}</span></div>")

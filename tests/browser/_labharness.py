@@ -88,6 +88,50 @@ TEXT_JS = """
 """
 
 
+#: ``(selector) -> JSON``: geometry of a widget and of each of its plots and text boxes (page coordinates,
+#: rounded); the player's and the live view's layout tests compare it across updates
+GEOMETRY_JS = """
+(sel) => { const host = document.querySelector(sel); const r = host.getBoundingClientRect();
+  const boxes = [[Math.round(r.left), Math.round(r.top), Math.round(r.width), Math.round(r.height)]];
+  const walk = (root) => { for (const el of root.querySelectorAll('*')) {
+      // every canvas, and the box of every text (the host of a bokeh Div, not its content)
+      const box = el.tagName === 'CANVAS' ? el
+        : (el.classList && el.classList.contains('bk-clearfix')) ? el.getRootNode().host : null;
+      if (box) {
+        const b = box.getBoundingClientRect();
+        boxes.push([Math.round(b.left), Math.round(b.top), Math.round(b.width), Math.round(b.height)]); }
+      if (el.shadowRoot) walk(el.shadowRoot); } };
+  walk(host);
+  return JSON.stringify(boxes); }
+"""
+
+#: ``(selector) -> [str]``: text that does not show: boxes whose content overflows them (clipped or hidden
+#: behind a scroll), text outside the widget, and the output area cutting the widget (horizontal overflow)
+CLIPPED_JS = """
+(sel) => { const host = document.querySelector(sel); const hr = host.getBoundingClientRect(); const bad = [];
+  const out = host.closest('.jp-OutputArea-output');
+  if (out && out.scrollWidth > out.clientWidth + 1) bad.push(`output cut: ${out.scrollWidth} > ${out.clientWidth}`);
+  const walk = (root) => { for (const el of root.querySelectorAll('*')) {
+      const text = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+      if (text) {
+        const r = el.getBoundingClientRect();
+        const out = r.left < hr.left - 1 || r.right > hr.right + 1 || r.top < hr.top - 1 || r.bottom > hr.bottom + 1;
+        if (r.width && out)
+          bad.push(`outside: ${el.textContent.slice(0, 40)}`);
+      }
+      const st = getComputedStyle(el);
+      if (!el.textContent.trim() || el.tagName === 'STYLE') { if (el.shadowRoot) walk(el.shadowRoot); continue; }
+      if (el.clientHeight && ['hidden', 'auto', 'scroll', 'clip'].includes(st.overflowY)
+          && el.scrollHeight > el.clientHeight + 2) bad.push(`clipped (${el.scrollHeight} > ${el.clientHeight}): `
+                                                            + el.textContent.slice(0, 60));
+      if (el.clientWidth && ['hidden', 'auto', 'scroll', 'clip'].includes(st.overflowX)
+          && el.scrollWidth > el.clientWidth + 2) bad.push(`clipped sideways: ${el.textContent.slice(0, 60)}`);
+      if (el.shadowRoot) walk(el.shadowRoot); } };
+  walk(host);
+  return bad; }
+"""
+
+
 def text_of(page: Any, sel: str) -> str:
     return page.evaluate(f"({TEXT_JS})({json.dumps(sel)})")
 
