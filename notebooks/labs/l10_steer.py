@@ -37,6 +37,7 @@ CELLS = [
     code(SETUP),
     code("""
     from ramlab.capture import qemu_available, watch_or_replay
+    from ramlab.errors import CaptureError
     MiB = 2**20
     print("QEMU installed: the migration runs live." if qemu_available()
           else "No QEMU here: the lab replays a recording (see the message below when it starts).")
@@ -65,10 +66,10 @@ CELLS = [
     `watch_or_replay` starts the migration and returns at once: QEMU migrates in the background (a replay,
     where there is no QEMU, goes at half the recorded pace: the recording lasts 4 s), ramlab decodes in a
     background thread, and the view below updates up to ten times a second while you keep
-    working. The page map shows the pass being sent (red: normal pages, blue: zero pages, grey: not sent
-    yet in this pass); the bottom chart shows QEMU's remaining dirty pages against the green line,
-    `max-bandwidth × downtime-limit` in pages: QEMU stops the guest only when the black curve dips below it
-    *at a sync*. The fields under the charts call `migrate-set-parameters` on the running QEMU.
+    working. The page map shows the pass being sent (its legend names each colour: vermillion for normal
+    pages, sky blue for zero pages, grey for not sent yet in this pass); the bottom chart shows QEMU's
+    remaining dirty pages (the thin line) against the dashed line, `max-bandwidth × downtime-limit` in
+    pages: QEMU stops the guest only when the remaining pages dip below the dashed line *at a sync*. The fields under the charts call `migrate-set-parameters` on the running QEMU.
     """),
     code("""
     run = watch_or_replay("steer", bandwidth="4M", downtime_ms=100, timeout=300, speed=0.5)
@@ -184,8 +185,13 @@ CELLS = [
     if run.replay:
         done = [c for c in run.meta["control_commands"] if c["event"] == "migrate-set-parameters"]
         print(f"replay: the recording was rescued at t = {done[0]['t']:.2f} s with {done[0]['arguments']}")
+    elif run.status == "migrating":
+        try:
+            run.set_parameters(downtime_limit=rescue_ms)
+        except CaptureError as exc:  # it ended between the two lines (a slow guest dirties less)
+            print(f"too late to steer: {exc}")
     else:
-        run.set_parameters(downtime_limit=rescue_ms)
+        print(f"nothing to steer: the migration is already {run.status}")
     converged = run.wait_for(timeout=30)  # until the migration is over
     print(f"status: {run.status} after {len(run.passes)} passes")
     """)),
