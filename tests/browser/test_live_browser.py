@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _labharness import CHROMIUM, ERRORS_JS, KERNEL_IDLE_JS, REPO, SCREENSHOTS, LabServer, lab_page, page_errors
+from _labharness import ERRORS_JS, KERNEL_IDLE_JS, REPO, SCREENSHOTS, LabServer, lab_page, page_errors
 
 from ramlab.capture import qemu_available
 
@@ -92,14 +92,6 @@ def _shot(page, locator, name: str) -> None:  # type: ignore[no-untyped-def]
     if box:
         page.screenshot(path=str(SCREENSHOTS / name), clip=box)
 
-
-@pytest.fixture(scope="module")
-def playwright():  # type: ignore[no-untyped-def]
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); never `playwright install`")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
-    with sync_api.sync_playwright() as pw:
-        yield pw
 
 
 def test_live_view_in_jupyterlab(tmp_path, playwright) -> None:  # type: ignore[no-untyped-def]

@@ -19,11 +19,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 from _labharness import (
-    CHROMIUM,
     CLIPPED_JS,
     ERRORS_JS,
     GEOMETRY_JS,
@@ -77,14 +75,6 @@ STATUS_JS = """
          || ''
 """
 
-
-@pytest.fixture(scope="module")
-def playwright():  # type: ignore[no-untyped-def]
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); never `playwright install`")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
-    with sync_api.sync_playwright() as pw:
-        yield pw
 
 
 def test_live_view_layout_holds_still_while_it_updates(tmp_path, playwright) -> None:  # type: ignore[no-untyped-def]

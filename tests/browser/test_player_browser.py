@@ -11,11 +11,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from _labharness import (
-    CHROMIUM,
     CLIPPED_JS,
     ERRORS_JS,
     GEOMETRY_JS,
@@ -44,14 +42,6 @@ CELLS = [
     "w = MigrationPlayer(trace)\nw.add_class('shot-big')\nw",
 ]
 SEL = ".shot-big"
-
-@pytest.fixture(scope="module")
-def playwright():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); never `playwright install`")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
-    with sync_api.sync_playwright() as pw:
-        yield pw
 
 
 def _step(page, key: str) -> int:  # type: ignore[no-untyped-def]

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import pytest
 from _labharness import (
-    CHROMIUM,
     ERRORS_JS,
     KERNEL_IDLE_JS,
     MONITOR_JS,
@@ -152,13 +151,10 @@ def _shoot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def playwright():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); never `playwright install`")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+def playwright(playwright):  # type: ignore[no-untyped-def]
+    """The shared fixture (conftest.py), and pillow to keep the screenshots small."""
     pytest.importorskip("PIL", reason="pillow is needed to keep the screenshots small")
-    with sync_api.sync_playwright() as pw:
-        yield pw
+    return playwright
 
 
 @pytest.fixture(scope="module")
