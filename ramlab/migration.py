@@ -31,6 +31,7 @@ from ramlab.model.loader import RamLoader
 from ramlab.model.multifd_loader import MultifdLoader
 from ramlab.wire import events as ev
 from ramlab.wire.decoder import StreamDecoder
+from ramlab.wire.fields import ram_run_sizes
 from ramlab.wire.return_path import ReturnPathDecoder
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
@@ -43,6 +44,17 @@ EXPANSION_PER_RAM_BYTE = 64
 MIN_EXPANSION_LIMIT = 256 << 20
 #: bytes of a stream's start read to find its declared RAM
 PROBE_BYTES = 1 << 20
+#: page records a migration may carry per target page its MEM_SIZE list declares, counted over the
+#: main channel and the multifd channels: ZERO and PAGE records, XBZRLE and COMPRESS records, and the
+#: normal and zero page entries of multifd packets. A sender sends a page at most once per pass, so
+#: this is 64 full passes, as many as the 64-fold expansion limit of compressed input allows PAGE
+#: records; past it, decoding stops with a :class:`~ramlab.errors.StreamError` at that record
+#: (docs/robustness.md, "Resource budgets"). It bounds the page offsets the events keep (8 bytes a
+#: record: at most 512 bytes per declared page, 1/8 of the RAM images) whatever the records' size
+RECORDS_PER_PAGE = 64
+#: ... and at least this many (tiny guests, a stream without a MEM_SIZE list): 64 passes of a
+#: 256 MiB guest, at most 32 MiB of page offsets
+MIN_RECORDS_BUDGET = RECORDS_PER_PAGE * (256 << 20) // 4096
 
 
 def _declared_ram(head: bytes | memoryview) -> int | None:
@@ -68,6 +80,48 @@ def _limit_for(ram: int | None) -> int:
     if ram is None:
         return DEFAULT_MAX_DECOMPRESSED
     return max(MIN_EXPANSION_LIMIT, EXPANSION_PER_RAM_BYTE * max(ram, 0))
+
+
+def _page_records(e: ev.Event) -> int:
+    """The page records an event carries (what :data:`RECORDS_PER_PAGE` counts)."""
+    if isinstance(e, ev.RamPages):
+        return len(e)
+    if isinstance(e, ev.RamXbzrle | ev.RamCompressed):
+        return 1
+    if isinstance(e, ev.MultifdPacket):
+        return e.normal_pages + e.zero_pages
+    return 0
+
+
+class _RecordsBudget:
+    """The page records a migration may carry (:data:`RECORDS_PER_PAGE`), checked event by event."""
+
+    def __init__(self) -> None:
+        self.limit = MIN_RECORDS_BUDGET
+        self.pages: int | None = None  # target pages the first MEM_SIZE list declares
+        self.used = 0
+
+    def declare(self, e: ev.RamMemSize, page_size: int) -> None:
+        if self.pages is None:
+            self.pages = sum(-(-b.used_length // page_size) for b in e.blocks)
+            self.limit = max(MIN_RECORDS_BUDGET, RECORDS_PER_PAGE * self.pages)
+
+    def room(self, n: int) -> int:
+        """How many of ``n`` more records fit (all of them, or fewer: the budget ends there)."""
+        return min(n, self.limit - self.used)
+
+    def error(self, offset: int, section: str) -> StreamError:
+        if self.pages is None:
+            why = "the minimum budget: no MEM_SIZE list before"
+        elif RECORDS_PER_PAGE * self.pages >= MIN_RECORDS_BUDGET:
+            why = f"{RECORDS_PER_PAGE} per page of the {self.pages:,} target pages the MEM_SIZE list declares"
+        else:
+            why = (f"the minimum budget, more than {RECORDS_PER_PAGE} per page of the {self.pages:,} target pages "
+                   "the MEM_SIZE list declares")
+        return StreamError(
+            "more page records than the records budget (ramlab.migration.RECORDS_PER_PAGE; docs: robustness.md, "
+            "'Resource budgets')", offset=offset, section=section,
+            expected=f"at most {self.limit:,} page records ({why})", found=f"page record {self.limit + 1:,}")
 
 
 def _stream_limit(head: bytes) -> int:
@@ -111,6 +165,8 @@ class Migration:
         self.return_path_events: list[ev.ReturnPathEvent] = []
         self.multifd_packets: list[list[ev.Event]] = []
         self.decoder = StreamDecoder(page_size=page_size)
+        self._budget = _RecordsBudget()
+        self._main_end: int | None = None  # where the records budget stopped the main channel
         self._decode_main(progress)
         self.page_size = self.decoder.page_size
         if self.return_path_data is not None:
@@ -127,7 +183,7 @@ class Migration:
             self.error = self._cut_error  # the input was cut (damaged or past its limit): that stopped decoding
         self.trace = self.loader.to_trace(
             meta={"name": self.name, "machine_type": self.machine_type, "target_page_size": self.page_size},
-            error=str(self.error) if self.error else None,
+            error=str(self.error) if self.error else None, copy=False,
         )
         if self.loader.tracker.merged:
             self.warnings.append(
@@ -162,10 +218,12 @@ class Migration:
         try:
             for i in range(0, len(mv), step):
                 dec.receive_data(mv[i : i + step])
-                self.events.extend(dec.events())
+                if not self._keep_main(dec.events()):
+                    break
                 bar.update(min(step, len(mv) - i))
-            dec.close()
-            self.events.extend(dec.events())
+            else:
+                dec.close()
+                self._keep_main(dec.events())
         except StreamError as err:
             self._fail(err)
         except Exception as exc:  # a bug: keep the prefix, say where
@@ -182,6 +240,33 @@ class Migration:
                 except (ValueError, RecursionError) as exc:
                     self._fail(StreamError(f"vmdesc is not valid JSON: {exc}", offset=e.offset))
 
+    def _keep_main(self, events: Any) -> bool:
+        """Keep main-channel events within the records budget; ``False`` once it stopped decoding
+        (the run that crosses it is kept up to its last record within the budget)."""
+        budget = self._budget
+        for e in events:
+            n = _page_records(e)
+            if n:
+                k = budget.room(n)
+                if k < n:
+                    at = e.offset
+                    if k and isinstance(e, ev.RamPages):
+                        at += int(ram_run_sizes(e.kind, k, self.decoder.page_size,
+                                                first_block=e.block if e.named else None).sum())
+                        self.events.append(dataclasses.replace(
+                            e, page_offsets=e.page_offsets[:k],
+                            data=None if e.data is None else e.data[:k],
+                            fill=None if e.fill is None else e.fill[:k]))
+                    budget.used += k
+                    self._main_end = at
+                    self._fail(budget.error(at, "ram"))
+                    return False
+                budget.used += n
+            elif isinstance(e, ev.RamMemSize):
+                budget.declare(e, self.decoder.page_size)
+            self.events.append(e)
+        return True
+
     def _decode_return_path(self) -> None:
         self.return_path_events = self._decode_side(ReturnPathDecoder(), self.return_path_data or b"", None)
         self.requests = [e for e in self.return_path_events if isinstance(e, ev.ReqPages)]
@@ -189,15 +274,27 @@ class Migration:
     def _decode_channel(self, i: int, data: bytes | memoryview) -> list[ev.Event]:
         from ramlab.wire.multifd import MultifdChannelDecoder  # (and zstandard: only for multifd)
 
-        return self._decode_side(MultifdChannelDecoder(page_size=self.page_size), data, f"multifd channel {i}")
+        return self._decode_side(MultifdChannelDecoder(page_size=self.page_size, keep_pages=False), data,
+                                 f"multifd channel {i}")
 
     def _decode_side(self, dec: Any, data: bytes | memoryview, section: str | None) -> list[Any]:
-        """Decode a whole multifd channel or return path; a damaged one keeps its prefix."""
+        """Decode a whole multifd channel (within the records budget) or return path; a damaged one
+        keeps its prefix."""
         dec.receive_data(data)
         dec.close()
         events: list[Any] = []
+        budget = self._budget
         try:
-            events.extend(dec.events())
+            if section is None:
+                events.extend(dec.events())
+            else:
+                for e in dec.events():
+                    n = _page_records(e)
+                    if n and budget.room(n) < n:  # a packet is kept whole or not at all
+                        self._fail(budget.error(e.offset, section))
+                        break
+                    budget.used += n
+                    events.append(e)
         except StreamError as err:
             self._fail(err if section is None else StreamError(
                 f"{section}: {err.message}", offset=err.offset, section=section, expected=err.expected,
@@ -315,7 +412,7 @@ class Migration:
         """
         rows: list[dict[str, Any]] = []
         section = None
-        ends = [e.offset for e in self.events[1:]] + [self.decoder.position]
+        ends = [e.offset for e in self.events[1:]] + [self._main_end or self.decoder.position]
         tps = self.page_size
         for e, end in zip(self.events, ends):
             if isinstance(e, ev.SectionHeader):

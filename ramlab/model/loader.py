@@ -237,9 +237,11 @@ class RamLoader:
         if self.multifd is not None and self.destination is not None:
             self.multifd.finish()
 
-    def to_trace(self, *, meta: dict[str, Any] | None = None, error: str | None = None) -> Trace:
-        """The :class:`~ramlab.trace.Trace` of what was loaded so far."""
-        trace = self.tracker.to_trace(source="capture", meta=meta, events=self.trace_events, error=error)
+    def to_trace(self, *, meta: dict[str, Any] | None = None, error: str | None = None, copy: bool = True) -> Trace:
+        """The :class:`~ramlab.trace.Trace` of what was loaded so far (``copy=False``: the loading is
+        over, the trace may share the pass tracker's arrays)."""
+        trace = self.tracker.to_trace(source="capture", meta=meta, events=self.trace_events, error=error,
+                                      copy=copy)
         if self.snapshots:
             snaps = self.snapshots
             trace.page_bytes = lambda p, g: snaps.get((p, g), (None, None))

@@ -53,12 +53,24 @@ _MainEvent = ev.RamPages | ev.RamXbzrle | ev.RamCompressed
 class _Channel:
     """One channel's RAM packets, filed by epoch until applied."""
 
-    __slots__ = ("epochs", "syncs", "ended")
+    __slots__ = ("epochs", "syncs", "ended", "inflater")
 
     def __init__(self) -> None:
         self.epochs: dict[int, list[ev.MultifdPacket]] = {}
         self.syncs = 0  # SYNC packets seen: the epochs this channel has passed
         self.ended = False
+        self.inflater = None  # a ChannelInflater, for packets decoded without their pages
+
+    def pages(self, pkt: ev.MultifdPacket) -> np.ndarray:
+        """The packet's normal pages; call it for every packet of the channel, in order (packets
+        decoded with ``keep_pages=False`` are inflated again, one compression stream a channel)."""
+        if len(pkt.pages) == pkt.normal_pages:
+            return pkt.pages
+        if self.inflater is None:
+            from ramlab.wire.multifd import ChannelInflater
+
+            self.inflater = ChannelInflater()
+        return self.inflater.pages(pkt)
 
     def file(self, e: ev.Event) -> None:
         if isinstance(e, ev.MultifdPacket):
@@ -213,13 +225,14 @@ class MultifdLoader:
             for pkt in chan.epochs.get(k, ()):
                 if pkt.normal_pages + pkt.zero_pages == 0:
                     continue
+                pages = chan.pages(pkt)  # (inflated in channel order, even for a packet refused below)
                 bad = self._check(pkt)
                 if bad is not None:
                     error = error or bad
                     continue
                 base = tracker.blocks[loader.block_index[pkt.ramblock]].offset
                 if pkt.normal_pages:
-                    dst.apply_page_data(pkt.ramblock, pkt.normal_offsets, pkt.pages)
+                    dst.apply_page_data(pkt.ramblock, pkt.normal_offsets, pages)
                     normal_g.append(pkt.normal_offsets // tps + base)
                     normal_b.append(np.full(pkt.normal_pages, pkt.payload_len // pkt.normal_pages, np.uint32))
                 if pkt.zero_pages:

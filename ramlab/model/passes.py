@@ -10,11 +10,13 @@ caller sets ``split_on_wrap = False``, as the simulator counts it.
 
 Memory: each pass holds 5 bytes per target page (class + record bytes), so a stream whose scan
 wraps after every few records would grow the trace with passes x pages. At most ``max_passes``
-(default :data:`MAX_TRACE_PASSES`) passes are kept apart: after that, further laps are merged into
+passes are kept apart (default :func:`trace_pass_limit`: :data:`MAX_TRACE_PASSES`, fewer for a
+large guest so that they fit in :data:`TRACE_BUDGET_BYTES`): after that, further laps are merged into
 the last pass (kind ``"merged"``, a page sent again overwrites its entry) and :attr:`PassTracker.merged`
 is set. Explicitly started passes (the postcopy switch, the completion stage: a handful) are always
 kept apart. So a trace costs at most ``5 * pages * (max_passes + 3)`` bytes, and adding records
-costs time linear in the records.
+costs time linear in the records. The passes are rows of one preallocated, lazily zeroed array (rows
+never written cost no memory), so the finished trace is that array's first rows, not a second copy.
 
     >>> import numpy as np
     >>> from ramlab.trace import BlockInfo, PageClass
@@ -28,19 +30,58 @@ costs time linear in the records.
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 from ramlab.trace import BlockInfo, PageClass, Trace, class_counts
 
-#: passes a trace keeps apart before merging further laps into its last pass (see the module doc)
+#: passes a trace keeps apart before merging further laps into its last pass (see the module doc) ...
 MAX_TRACE_PASSES = 512
+#: ... and fewer if these would not hold them: 1 GiB of passes (5 bytes per page and pass) keeps all
+#: 512 passes of a guest up to 1.6 GiB, 204 of a 4 GiB guest, 51 of a 16 GiB guest; a budget as
+#: large as the RAM images of a 1 GiB guest, and at most 2 % of the images of a larger one
+#: (:data:`MIN_TRACE_PASSES`: 80 bytes a page)
+TRACE_BUDGET_BYTES = 1 << 30
+#: ... but never fewer than this (the passes of a real migration: a few to a few dozen)
+MIN_TRACE_PASSES = 16
+#: trace bytes per target page and pass: the class (uint8) and the record bytes (uint32)
+TRACE_BYTES_PER_PAGE = 5
+
+
+def trace_pass_limit(n_pages: int) -> int:
+    """Passes a trace of ``n_pages`` target pages keeps apart: :data:`MAX_TRACE_PASSES`, or as many as
+    fit in :data:`TRACE_BUDGET_BYTES`, but at least :data:`MIN_TRACE_PASSES`.
+
+    >>> trace_pass_limit(4096), trace_pass_limit(1 << 20), trace_pass_limit(1 << 24)
+    (512, 204, 16)
+    """
+    fit = TRACE_BUDGET_BYTES // (TRACE_BYTES_PER_PAGE * max(n_pages, 1))
+    return min(MAX_TRACE_PASSES, max(MIN_TRACE_PASSES, fit))
+
+
+#: passes started explicitly (postcopy switch, completion stage, ...) beyond ``max_passes``, foreseen
+_EXPLICIT_PASSES = 4
+
+
+def _lazy_zeros(shape: tuple[int, int], dtype: type) -> np.ndarray:
+    """A zero array whose pages cost memory only once written: anonymous memory, in 4 KiB pages (numpy
+    asks for 2 MiB huge pages for large arrays, so a pass writing a few scattered pages would cost
+    2 MiB for each, and time to find them)."""
+    nbytes = shape[0] * shape[1] * np.dtype(dtype).itemsize
+    if nbytes < 1 << 20:
+        return np.zeros(shape, dtype)
+    mm = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # (shared memory is not lazy)
+    if hasattr(mm, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
+        mm.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(mm, dtype).reshape(shape)
 
 
 class PassTracker:
     """Accumulates per-pass page classes and wire bytes on the global page axis."""
 
     def __init__(self, blocks: tuple[BlockInfo, ...], target_page_size: int = 4096, reorder_window: int = 0,
-                 max_passes: int = MAX_TRACE_PASSES):
+                 max_passes: int | None = None):
         self.blocks = blocks
         self.target_page_size = target_page_size
         self.n_pages = sum(b.n_pages(target_page_size) for b in blocks)
@@ -53,8 +94,13 @@ class PassTracker:
         self.counters: list[dict[str, int]] = []
         self._forced_kind: str | None = None
         self.split_on_wrap = True  # False: only a repeated page starts a pass (completion stage)
-        self.max_passes = max_passes
+        self.max_passes = trace_pass_limit(self.n_pages) if max_passes is None else max_passes
         self.merged = False  # laps beyond max_passes were merged into the last pass
+        # the passes' rows: np.zeros maps large arrays lazily, so rows not written cost nothing
+        try:
+            self._alloc(min(self.max_passes, MAX_TRACE_PASSES) + _EXPLICIT_PASSES)
+        except (MemoryError, OSError):  # a huge guest: reserve less address space, grow when needed
+            self._alloc(_EXPLICIT_PASSES)
 
     @property
     def current(self) -> int:
@@ -70,12 +116,28 @@ class PassTracker:
                 self.last_pos = -1
                 return self.current
             kind = self._forced_kind or ("bulk" if not self.classes else "precopy")
-        self.classes.append(np.zeros(self.n_pages, np.uint8))
-        self.wire_bytes.append(np.zeros(self.n_pages, np.uint32))
+        n = len(self.classes)
+        if n == self._rows:  # more explicit passes than foreseen: grow (copies the rows once)
+            self._grow()
+        self.classes.append(self._cls[n])
+        self.wire_bytes.append(self._wire[n])
         self.kinds.append(kind)
         self.counters.append({})
         self.last_pos = -1
         return self.current
+
+    def _alloc(self, rows: int) -> None:
+        self._cls = _lazy_zeros((rows, self.n_pages), np.uint8)
+        self._wire = _lazy_zeros((rows, self.n_pages), np.uint32)
+        self._rows = rows
+
+    def _grow(self) -> None:
+        old_cls, old_wire, n = self._cls, self._wire, len(self.classes)
+        self._alloc(2 * self._rows)
+        self._cls[:n] = old_cls[:n]
+        self._wire[:n] = old_wire[:n]
+        self.classes[:] = list(self._cls[:n])
+        self.wire_bytes[:] = list(self._wire[:n])
 
     def start_complete_pass(self) -> None:
         """Start the 'complete' pass (the RAM END section: the VM is stopped and every remaining
@@ -166,10 +228,13 @@ class PassTracker:
         self.classes[-1][g] = cls
 
     def to_trace(self, *, source: str, meta: dict | None = None, events: list | None = None,
-                 error: str | None = None) -> Trace:
+                 error: str | None = None, copy: bool = True) -> Trace:
+        """The :class:`~ramlab.trace.Trace` of the passes so far. ``copy=False`` when no record will
+        be added any more: the trace then shares the tracker's arrays (no second copy of the passes)."""
         n = len(self.classes)
-        classes = np.stack(self.classes) if n else np.zeros((0, self.n_pages), np.uint8)
-        wire = np.stack(self.wire_bytes) if n else np.zeros((0, self.n_pages), np.uint32)
+        classes, wire = self._cls[:n], self._wire[:n]
+        if copy:
+            classes, wire = classes.copy(), wire.copy()
         names = sorted({k for c in self.counters for k in c})
         counters = {k: np.array([c.get(k, 0) for c in self.counters], dtype=np.int64) for k in names}
         counts = class_counts(classes)

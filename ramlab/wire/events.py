@@ -375,7 +375,11 @@ class MultifdPacket(Event):
     ``normal_offsets`` / ``zero_offsets`` are the byte offsets inside ``ramblock`` of the
     pages carried (``offset[]`` entries past ``normal_pages + zero_pages`` are stale and
     kept only in ``raw_header``, see :attr:`stale_offsets`). ``pages`` holds the
-    decompressed normal pages, shape ``(normal_pages, page_size)``. ``ramblock`` is what
+    decompressed normal pages, shape ``(normal_pages, page_size)`` (empty, shape
+    ``(0, page_size)``, for a compressed packet decoded with ``keep_pages=False``: what
+    :func:`ramlab.open` keeps; :class:`~ramlab.wire.multifd.ChannelInflater` gives them).
+    ``payload`` is ``bytes``, or with ``keep_pages=False`` a read-only ``memoryview`` of the input when the
+    decoder was given it whole. ``ramblock`` is what
     the header says even when no page is carried (7.2 leaves the previous packet's name
     there); ``next_packet_size`` too is the raw, possibly stale, header value, while
     ``payload_len`` is the number of payload bytes that really followed (``payload``).
@@ -397,7 +401,7 @@ class MultifdPacket(Event):
     payload_offset: int
     payload_len: int
     raw_header: bytes = field(default=b"", repr=False)
-    payload: bytes = field(default=b"", repr=False)
+    payload: bytes | memoryview = field(default=b"", repr=False)
 
     @property
     def stale_offsets(self) -> np.ndarray:

@@ -88,6 +88,7 @@ __all__ = [
     "ZSTD_FEED_CHUNK",
     "Layout",
     "Compression",
+    "ChannelInflater",
     "MultifdChannelDecoder",
     "MultifdChannelEncoder",
     "decode_channel",
@@ -169,6 +170,33 @@ def _cstr(raw: bytes) -> str:
 
 
 # --- decompression --------------------------------------------------------------------
+
+
+class ChannelInflater:
+    """The pages of a channel's compressed packets decoded with ``keep_pages=False``, inflated
+    again: give it every packet of the channel, in order (the channel is one compression stream).
+
+    >>> enc = MultifdChannelEncoder(compression="zstd")
+    >>> pages = np.full((2, 4096), 7, dtype=np.uint8)
+    >>> dec = MultifdChannelDecoder(keep_pages=False)
+    >>> dec.receive_data(enc.handshake(channel_id=0) + enc.packet("pc.ram", [0, 0x1000], pages))
+    >>> pkt = list(dec.events())[1]
+    >>> pkt.pages.shape, np.array_equal(ChannelInflater().pages(pkt), pages)
+    ((0, 4096), True)
+    """
+
+    def __init__(self) -> None:
+        self._inflater: _Inflater | None = None
+
+    def pages(self, pkt: MultifdPacket) -> np.ndarray:
+        """``pkt``'s normal pages, shape ``(normal_pages, page_size)``."""
+        if len(pkt.pages) == pkt.normal_pages:
+            return pkt.pages
+        page_size = pkt.pages.shape[1]
+        if self._inflater is None:  # the decoder checked the method: exactly one of the bits
+            self._inflater = _Inflater("zlib" if pkt.flags & MULTIFD_FLAG_ZLIB else "zstd")
+        data = self._inflater.run(pkt.payload, pkt.normal_pages * page_size, pkt.payload_offset)
+        return np.frombuffer(data, dtype=np.uint8).reshape(pkt.normal_pages, page_size)
 
 
 class _Inflater:
@@ -261,7 +289,12 @@ class MultifdChannelDecoder(Decoder):
     Args: ``page_size`` (target page size; fixes the header size), ``compression``
     (``None`` = from the packets), ``layout`` (see the module doc), ``expect_handshake``
     (``False`` to start at a packet boundary), ``base_offset`` (absolute offset of the
-    first byte received, for error messages and event offsets), ``max_device_state_size``.
+    first byte received, for error messages and event offsets), ``max_device_state_size``,
+    ``keep_pages`` (``False``: packets keep no page bytes of their own, so a decoded channel costs
+    its headers, not every page it ever carried: a compressed packet's payload is still checked to
+    decompress to its pages, but its ``pages`` are left empty, shape ``(0, page_size)``, and a
+    :class:`ChannelInflater` gives them again, packet after packet in channel order; a payload is a
+    read-only ``memoryview`` of the input, not a copy, when the input was given whole).
 
     >>> wire = encode_handshake(channel_id=0) + encode_packet(flags=MULTIFD_FLAG_SYNC)
     >>> dec = MultifdChannelDecoder(layout="7.2")
@@ -283,8 +316,10 @@ class MultifdChannelDecoder(Decoder):
         expect_handshake: bool = True,
         base_offset: int = 0,
         max_device_state_size: int = 64 << 20,
+        keep_pages: bool = True,
     ) -> None:
         super().__init__(base_offset=base_offset)
+        self.keep_pages = keep_pages
         self.page_size = page_size
         self.page_count = _page_count(page_size)
         self.header_size = _OFFSETS_OFF + 8 * self.page_count
@@ -451,15 +486,19 @@ class MultifdChannelDecoder(Decoder):
         offsets = offs.astype(np.int64)
         raw_header = bytes(buf[pos : pos + self.header_size])
         ppos = pos + self.header_size
-        payload = bytes(buf[ppos : ppos + plen])
+        # keep_pages=False: a view of input that is the caller's (a file's mapping: no heap)
+        lean = not self.keep_pages and not self._owned
+        payload = buf[ppos : ppos + plen] if lean else bytes(buf[ppos : ppos + plen])
         expected = normal * self.page_size
         if normal and method != "none":
             if self._inflater is None:
                 self._inflater = _Inflater(method)  # type: ignore[arg-type]
             data = self._inflater.run(payload, expected, self._base + ppos)
+            if not self.keep_pages:
+                data = b""  # checked; a ChannelInflater gives the pages again
         else:
             data = payload
-        pages = np.frombuffer(data, dtype=np.uint8).reshape(normal, self.page_size)
+        pages = np.frombuffer(data, dtype=np.uint8).reshape(-1, self.page_size)
         self._pos = ppos + plen
         self.packets += 1
         sync = bool(flags & MULTIFD_FLAG_SYNC)
