@@ -27,6 +27,7 @@ from ramlab.constants import QEMU_VM_SECTION_START, RAM_SAVE_FLAG_ZERO
 from ramlab.errors import InternalError, RamlabError, StreamError, TruncatedStream
 from ramlab.io import DEFAULT_MAX_DECOMPRESSED, InputCut, read_stream
 from ramlab.model.destination import Destination, Images, block_file_name
+from ramlab.model.guest import memory_limit
 from ramlab.model.loader import RamLoader
 from ramlab.model.multifd_loader import MultifdLoader
 from ramlab.wire import events as ev
@@ -55,6 +56,15 @@ RECORDS_PER_PAGE = 64
 #: ... and at least this many (tiny guests, a stream without a MEM_SIZE list): 64 passes of a
 #: 256 MiB guest, at most 32 MiB of page offsets
 MIN_RECORDS_BUDGET = RECORDS_PER_PAGE * (256 << 20) // 4096
+#: ... and at most as many as fit in this share of the memory a simulation may use
+#: (:func:`ramlab.model.guest.memory_limit`), however much RAM the list declares: RAM images are
+#: zero-filled lazily, so a block list that claims a petabyte costs nothing until its records come
+MACHINE_SHARE_FOR_RECORDS = 1 / 8
+
+
+def _machine_records_cap() -> int:
+    """Page records whose offsets (8 bytes each) fit in :data:`MACHINE_SHARE_FOR_RECORDS` of memory."""
+    return max(MIN_RECORDS_BUDGET, int(memory_limit() * MACHINE_SHARE_FOR_RECORDS) // 8)
 
 
 def _declared_ram(head: bytes | memoryview) -> int | None:
@@ -104,7 +114,7 @@ class _RecordsBudget:
     def declare(self, e: ev.RamMemSize, page_size: int) -> None:
         if self.pages is None:
             self.pages = sum(-(-b.used_length // page_size) for b in e.blocks)
-            self.limit = max(MIN_RECORDS_BUDGET, RECORDS_PER_PAGE * self.pages)
+            self.limit = max(MIN_RECORDS_BUDGET, min(RECORDS_PER_PAGE * self.pages, _machine_records_cap()))
 
     def room(self, n: int) -> int:
         """How many of ``n`` more records fit (all of them, or fewer: the budget ends there)."""
@@ -113,6 +123,10 @@ class _RecordsBudget:
     def error(self, offset: int, section: str) -> StreamError:
         if self.pages is None:
             why = "the minimum budget: no MEM_SIZE list before"
+        elif RECORDS_PER_PAGE * self.pages > self.limit:
+            why = (f"the page offsets they keep, at most {MACHINE_SHARE_FOR_RECORDS:.0%} of the memory this machine "
+                   f"gives a migration; fewer than {RECORDS_PER_PAGE} per page of the {self.pages:,} target pages "
+                   "the MEM_SIZE list declares")
         elif RECORDS_PER_PAGE * self.pages >= MIN_RECORDS_BUDGET:
             why = f"{RECORDS_PER_PAGE} per page of the {self.pages:,} target pages the MEM_SIZE list declares"
         else:

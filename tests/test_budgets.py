@@ -243,6 +243,19 @@ def test_zstd_input_is_cut_at_its_expansion_limit(monkeypatch):
     assert 0 < m.records["zero"] < 4096  # the records before the cut
 
 
+def test_records_budget_is_capped_by_the_machine_whatever_the_block_list_claims(monkeypatch):
+    """A MEM_SIZE list claiming a petabyte would give 64 records a page; the machine cap keeps the
+    offsets within MACHINE_SHARE_FOR_RECORDS of its memory (here a machine of 80 MiB: the floor)."""
+    monkeypatch.setattr(mig, "MIN_RECORDS_BUDGET", 1000)
+    monkeypatch.setattr(mig, "memory_limit", lambda: 64_000)  # x 1/8 / 8 B = 1000 records
+    head = HDR + CONF + RAM_START + mem_size(("pc.ram", 1 << 50))
+    data = head + zero_records(np.arange(1500, dtype=np.int64) * 0x1000) + END
+    m = ramlab.open(data)
+    assert isinstance(m.error, StreamError) and m.error.offset == len(head) + 16 + 9 * 999
+    assert "at most 1,000 page records (the page offsets they keep" in str(m.error)
+    assert sum(len(e) for e in m.events if isinstance(e, ev.RamPages)) == 1000
+
+
 def test_huge_mem_size_is_an_error_not_a_crash(tmp_path):
     data = HDR + CONF + RAM_START + mem_size(("pc.ram", 1 << 50)) + END  # a 1 PiB block
     (tmp_path / "s.bin").write_bytes(data)
