@@ -52,6 +52,8 @@ from ramlab.trace import N_CLASSES, PageClass, Trace
 __all__ = ["CURVE_COLORS", "LivePlots", "downtime_threshold_pages"]
 
 #: the convergence curve's series (Okabe-Ito; QEMU's remaining pages in black at 0.6 alpha, a grey)
+#: borders of the per-pass bars, in pixels: y tick labels up to "512.5MB"; x tick labels; the "pass" label
+BARS_LEFT, BARS_BOTTOM, BARS_AXIS_LABEL = 72, 26, 22
 CURVE_COLORS = {"remaining": OKABE_ITO["black"], "threshold": OKABE_ITO["blue"], "sent": OKABE_ITO["vermillion"]}
 #: the curve's frame height, its left border (y-axis ticks up to ``100k`` and the axis label) and the
 #: pixels its frame leaves of the width for the border, the legend and the toolbar on the right
@@ -167,6 +169,10 @@ class LivePlots:
         blank = Trace.allocate((), 1, source="capture", pass_kind=["bulk"])
         charts = pass_charts(blank, width=width, counts=np.zeros((1, N_CLASSES), np.int64), nbytes=np.zeros(1))
         self.bars_pages, self.bars_bytes = charts.figures[:2]
+        # The axes grow as data comes (no ticks while the range is empty, then "0" to "512.5MB"): borders
+        # that always hold them keep the frames still (the player's charts are made once, with all data)
+        for f, bottom in ((self.bars_pages, BARS_BOTTOM), (self.bars_bytes, BARS_BOTTOM + BARS_AXIS_LABEL)):
+            f.min_border_left, f.min_border_bottom = BARS_LEFT, bottom
         self.bars_pages.title.text = "pages sent per pass, by class (the last bar grows)"
         self.bars = column(self.bars_pages, self.bars_bytes)
         self.quads_source = self.bars_pages.renderers[0].data_source
