@@ -58,6 +58,8 @@ CURVE_COLORS = {"remaining": OKABE_ITO["black"], "threshold": OKABE_ITO["blue"],
 #: the curve's frame height, its left border (y-axis ticks up to ``100k`` and the axis label) and the
 #: pixels its frame leaves of the width for the border, the legend and the toolbar on the right
 CURVE_FRAME_HEIGHT, CURVE_LEFT, CURVE_SIDE = 160, 64, 340
+#: the curve's bottom border: its x axis (ticks and label), drawn only once a sample has come
+CURVE_BOTTOM = 48
 #: the map legend's font (pixels) and line height (ems)
 LEGEND_FONT_PX, LEGEND_LINE_HEIGHT = 12, 1.6
 
@@ -203,12 +205,14 @@ class LivePlots:
         pages that fit in the downtime a thick dashed step, each pass's pages a vermillion dot (Okabe-Ito
         colours that stay apart for colour-blind readers, ``tests/test_palette.py``).  The legend sits
         beside the plot, never on the data, and the frame has a fixed size: the y-axis labels (``1`` to
-        ``100k``) fit in a fixed left border, so neither the frame nor the figure moves as samples come."""
+        ``100k``) fit in a fixed left border and the x axis, which appears with the first sample, in a fixed
+        bottom border, so neither the frame nor the figure moves as samples come."""
         self.remaining_source = ColumnDataSource(data=dict(t=[], remaining=[], threshold=[]))
         self.pass_source = ColumnDataSource(data=dict(t=[], sent=[], pass_=[]))
         f = figure(frame_width=width - CURVE_SIDE, frame_height=CURVE_FRAME_HEIGHT, min_border_left=CURVE_LEFT,
-                   min_border_right=8, y_axis_type="log", x_axis_label="seconds since migrate",
-                   y_axis_label="pages (log)", tools="xpan,xwheel_zoom,reset,hover,save",
+                   min_border_right=8, min_border_bottom=CURVE_BOTTOM, y_axis_type="log",
+                   x_axis_label="seconds since migrate", y_axis_label="pages (log)",
+                   tools="xpan,xwheel_zoom,reset,hover,save",
                    title="QEMU's remaining dirty pages vs max-bandwidth x downtime-limit (dashed)")
         remaining = f.line("t", "remaining", source=self.remaining_source, color=CURVE_COLORS["remaining"],
                            line_alpha=0.6)
