@@ -64,7 +64,7 @@ MACHINE_SHARE_FOR_RECORDS = 1 / 8
 
 def _machine_records_cap() -> int:
     """Page records whose offsets (8 bytes each) fit in :data:`MACHINE_SHARE_FOR_RECORDS` of memory."""
-    return max(MIN_RECORDS_BUDGET, int(memory_limit() * MACHINE_SHARE_FOR_RECORDS) // 8)
+    return int(memory_limit() * MACHINE_SHARE_FOR_RECORDS) // 8
 
 
 def _declared_ram(head: bytes | memoryview) -> int | None:

@@ -64,13 +64,11 @@ class _Channel:
     def pages(self, pkt: ev.MultifdPacket) -> np.ndarray:
         """The packet's normal pages; call it for every packet of the channel, in order (packets
         decoded with ``keep_pages=False`` are inflated again, one compression stream a channel)."""
-        if len(pkt.pages) == pkt.normal_pages:
-            return pkt.pages
         if self.inflater is None:
             from ramlab.wire.multifd import ChannelInflater
 
             self.inflater = ChannelInflater()
-        return self.inflater.pages(pkt)
+        return self.inflater.pages(pkt)  # (a packet that kept its pages is returned as is)
 
     def file(self, e: ev.Event) -> None:
         if isinstance(e, ev.MultifdPacket):

@@ -96,7 +96,7 @@ class PassTracker:
         self.split_on_wrap = True  # False: only a repeated page starts a pass (completion stage)
         self.max_passes = trace_pass_limit(self.n_pages) if max_passes is None else max_passes
         self.merged = False  # laps beyond max_passes were merged into the last pass
-        # the passes' rows: np.zeros maps large arrays lazily, so rows not written cost nothing
+        # the passes' rows, lazily zeroed (_lazy_zeros): rows not written cost nothing
         try:
             self._alloc(min(self.max_passes, MAX_TRACE_PASSES) + _EXPLICIT_PASSES)
         except (MemoryError, OSError):  # a huge guest: reserve less address space, grow when needed
